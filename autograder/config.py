@@ -1,0 +1,340 @@
+"""The course layout and each assignment's configuration (``source/<assignment>/assignment.toml``).
+
+Configuration is frozen dataclasses; every field has a type, a default and a one-line help text
+(``field(metadata={"help": ...})``). Unknown keys are errors that name the valid ones, so a typo
+in a threshold is caught before a class is graded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+ASSIGNMENT_FILE = "assignment.toml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a safe folder name (no slashes, no leading dot), else raise."""
+    if not _NAME.match(name) or name in {".", ".."}:
+        raise ConfigError(
+            f"{kind} name {name!r} is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class Course:
+    """The folders of one course, in nbgrader's layout, under ``root``."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str] | None = None) -> Course:
+        """The course in ``root``, else ``$AUTOGRADER_COURSE``, else the current folder."""
+        chosen = root or os.environ.get("AUTOGRADER_COURSE") or "."
+        return cls(Path(chosen).resolve())
+
+    def source(self, assignment: str) -> Path:
+        return self.root / "source" / check_name("assignment", assignment)
+
+    def release(self, assignment: str) -> Path:
+        return self.root / "release" / check_name("assignment", assignment)
+
+    @property
+    def submitted_root(self) -> Path:
+        return self.root / "submitted"
+
+    def submitted(self, student: str, assignment: str) -> Path:
+        return self.submitted_root / check_name("student", student) / assignment
+
+    def autograded(self, student: str, assignment: str) -> Path:
+        return self.root / "autograded" / check_name("student", student) / assignment
+
+    def feedback(self, student: str, assignment: str) -> Path:
+        return self.root / "feedback" / check_name("student", student) / assignment
+
+    @property
+    def gradebook_path(self) -> Path:
+        return self.root / "gradebook.db"
+
+    @property
+    def gradebook_url(self) -> str:
+        return f"sqlite:///{self.gradebook_path}"
+
+    def data(self, dataset: str) -> Path:
+        """Released inputs of a data set (what a kernel may read): train.csv, test.csv..."""
+        return self.root / "data" / check_name("dataset", dataset)
+
+    @property
+    def state(self) -> Path:
+        """Grader-only state; never mounted into a sandbox, mode 0700."""
+        return self.root / ".autograder"
+
+    def heldout(self, dataset: str) -> Path:
+        """Grader-only labels and held-out images of a data set."""
+        return self.state / "heldout" / check_name("dataset", dataset)
+
+    def assignments(self) -> list[str]:
+        """Names of the assignments in ``source/``, sorted."""
+        src = self.root / "source"
+        if not src.is_dir():
+            return []
+        return sorted(p.name for p in src.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecuteConfig:
+    """How the notebooks of an assignment are run."""
+
+    timeout_cell: float = dataclasses.field(
+        default=600.0, metadata=_help("seconds one cell may run before it is interrupted")
+    )
+    timeout_total: float = dataclasses.field(
+        default=1800.0, metadata=_help("seconds the whole notebook may run")
+    )
+    memory_limit: str = dataclasses.field(
+        default="4G", metadata=_help("memory the kernel may use, e.g. 2G or 512M")
+    )
+    max_processes: int = dataclasses.field(
+        default=256, metadata=_help("processes and threads the submission may have at once")
+    )
+    max_output_lines: int = dataclasses.field(
+        default=1000, metadata=_help("lines of output kept per cell (nbgrader's LimitOutput)")
+    )
+    max_output_bytes: int = dataclasses.field(
+        default=1_000_000, metadata=_help("bytes of output kept per cell")
+    )
+    parameters: dict[str, Any] = dataclasses.field(
+        default_factory=dict,
+        metadata=_help("values injected after the notebook's 'parameters' cell when grading"),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class AccuracyCheck:
+    """Held-out accuracy of the model a notebook trained, measured outside the kernel."""
+
+    id: str = dataclasses.field(metadata=_help("item id in the gradebook"))
+    points: float = dataclasses.field(metadata=_help("points for reaching the threshold"))
+    threshold: float = dataclasses.field(metadata=_help("accuracy needed for the points, 0..1"))
+    dataset: str = dataclasses.field(default="digits", metadata=_help("held-out set to use"))
+    notebook: str = dataclasses.field(
+        default="", metadata=_help("notebook that trains the model (default: the only one)")
+    )
+    variable: str = dataclasses.field(
+        default="model", metadata=_help("name of the trained keras.Model in the notebook")
+    )
+    scale: float = dataclasses.field(
+        default=255.0, metadata=_help("pixel values are divided by this before predicting")
+    )
+    kind: str = "accuracy"
+
+
+@dataclasses.dataclass(frozen=True)
+class CsvCheck:
+    """A Kaggle submission file the notebook writes: valid, and scored on held-back labels."""
+
+    id: str = dataclasses.field(metadata=_help("item id in the gradebook"))
+    points: float = dataclasses.field(metadata=_help("points for a valid (and good) file"))
+    file: str = dataclasses.field(
+        default="submission.csv", metadata=_help("path the notebook writes, in its folder")
+    )
+    competition: str = dataclasses.field(
+        default="digit-recognizer", metadata=_help("format the file must follow")
+    )
+    dataset: str = dataclasses.field(
+        default="digits", metadata=_help("data set whose held-back test labels score the file")
+    )
+    min_score: float | None = dataclasses.field(
+        default=None, metadata=_help("accuracy needed for the points; none: valid is enough")
+    )
+    kind: str = "csv"
+
+
+Check = AccuracyCheck | CsvCheck
+CHECK_KINDS: dict[str, type[AccuracyCheck] | type[CsvCheck]] = {
+    "accuracy": AccuracyCheck,
+    "csv": CsvCheck,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AssignmentConfig:
+    """One assignment: its notebooks, data, execution limits and model checks."""
+
+    name: str
+    title: str = dataclasses.field(default="", metadata=_help("shown in feedback"))
+    notebooks: tuple[str, ...] = dataclasses.field(
+        default=(), metadata=_help("notebook names without .ipynb; default: every notebook")
+    )
+    dataset: str = dataclasses.field(
+        default="", metadata=_help("released data the kernel reads at ./data ('' for none)")
+    )
+    execute: ExecuteConfig = dataclasses.field(default_factory=ExecuteConfig)
+    checks: tuple[Check, ...] = ()
+
+    @property
+    def max_check_points(self) -> float:
+        return sum(check.points for check in self.checks)
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid keys are "
+            f"{', '.join(sorted(fields))}"
+        )
+    missing = [
+        name
+        for name, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and name not in table
+    ]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    try:
+        return cls(**table)
+    except TypeError as exc:  # pragma: no cover - guarded above
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _check_types(obj: Any, where: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(obj, f.name, float(value))
+        elif expected == "float" and not isinstance(value, float):
+            raise ConfigError(f"{where}: {f.name} must be a number, got {value!r}")
+        elif expected == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{where}: {f.name} must be an integer, got {value!r}")
+        elif expected == "str" and not isinstance(value, str):
+            raise ConfigError(f"{where}: {f.name} must be a string, got {value!r}")
+
+
+def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> AssignmentConfig:
+    """Build an :class:`AssignmentConfig` from the parsed TOML of ``assignment.toml``."""
+    data = dict(data)
+    top = dict(data.pop("assignment", {}))
+    execute_table = data.pop("execute", {})
+    check_tables = data.pop("checks", [])
+    if data:
+        raise ConfigError(
+            f"{where}: unknown table(s) {', '.join(sorted(data))}; valid tables are "
+            "[assignment], [execute] and [[checks]]"
+        )
+    execute = _build(ExecuteConfig, dict(execute_table), f"{where} [execute]")
+    _check_types(execute, f"{where} [execute]")
+    if not isinstance(execute.parameters, dict):
+        raise ConfigError(f"{where} [execute]: parameters must be a table")
+
+    checks: list[Check] = []
+    seen: set[str] = set()
+    for i, table in enumerate(check_tables, start=1):
+        table = dict(table)
+        kind = table.get("kind")
+        if kind not in CHECK_KINDS:
+            raise ConfigError(
+                f"{where} [[checks]] #{i}: kind must be one of {', '.join(CHECK_KINDS)}, "
+                f"got {kind!r}"
+            )
+        check = _build(CHECK_KINDS[kind], table, f"{where} [[checks]] #{i}")
+        _check_types(check, f"{where} [[checks]] #{i}")
+        if check.id in seen:
+            raise ConfigError(f"{where}: two checks have the id {check.id!r}; ids must differ")
+        if check.points < 0:
+            raise ConfigError(f"{where}: check {check.id!r} has negative points")
+        if isinstance(check, AccuracyCheck) and not 0.0 <= check.threshold <= 1.0:
+            raise ConfigError(
+                f"{where}: check {check.id!r} threshold {check.threshold} must be between 0 and 1"
+            )
+        check_name("dataset", check.dataset)
+        seen.add(check.id)
+        checks.append(check)
+
+    notebooks = top.pop("notebooks", [])
+    if not isinstance(notebooks, list) or not all(isinstance(n, str) for n in notebooks):
+        raise ConfigError(f"{where} [assignment]: notebooks must be a list of names")
+    top_known = {"title", "dataset"}
+    unknown = sorted(set(top) - top_known)
+    if unknown:
+        raise ConfigError(
+            f"{where} [assignment]: unknown key(s) {', '.join(unknown)}; valid keys are "
+            "dataset, notebooks, title"
+        )
+    dataset = top.get("dataset", "")
+    if dataset:
+        check_name("dataset", dataset)
+    return AssignmentConfig(
+        name=name,
+        title=str(top.get("title", "")),
+        notebooks=tuple(n.removesuffix(".ipynb") for n in notebooks),
+        dataset=dataset,
+        execute=execute,
+        checks=tuple(checks),
+    )
+
+
+def load_assignment(course: Course, assignment: str) -> AssignmentConfig:
+    """Read ``source/<assignment>/assignment.toml`` (all defaults when the file is absent)."""
+    folder = course.source(assignment)
+    if not folder.is_dir():
+        known = ", ".join(course.assignments()) or "none"
+        raise ConfigError(
+            f"no assignment {assignment!r} in {course.root / 'source'} (assignments: {known}); "
+            "check the name, or run the command from the course folder (--course-dir)"
+        )
+    path = folder / ASSIGNMENT_FILE
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc}); fix the file and retry") from exc
+    config = parse_assignment(assignment, data, where=str(path))
+    notebooks = config.notebooks or tuple(
+        sorted(p.stem for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    )
+    for nb in notebooks:
+        if not (folder / f"{nb}.ipynb").exists():
+            raise ConfigError(f"{path}: notebook {nb!r} is listed but {nb}.ipynb is not there")
+    for check in config.checks:
+        if isinstance(check, AccuracyCheck):
+            if not check.notebook and len(notebooks) != 1:
+                raise ConfigError(
+                    f"{path}: check {check.id!r} must name its notebook; the assignment has "
+                    f"{len(notebooks)} notebooks"
+                )
+            if check.notebook and check.notebook not in notebooks:
+                raise ConfigError(
+                    f"{path}: check {check.id!r} names notebook {check.notebook!r}, which is "
+                    f"not one of {', '.join(notebooks)}"
+                )
+    return dataclasses.replace(config, notebooks=notebooks)
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size like ``4G``, ``512M``, ``1.5GiB`` or ``1000000``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ConfigError(f"size {text!r} is not understood; write e.g. 2G, 512M or 1000000")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * 1024 ** " KMGT".index(unit or " "))
