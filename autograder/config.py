@@ -160,6 +160,9 @@ class CsvCheck:
     min_score: float | None = dataclasses.field(
         default=None, metadata=_help("accuracy needed for the points; none: valid is enough")
     )
+    notebook: str = dataclasses.field(
+        default="", metadata=_help("notebook that writes the file (default: the only one)")
+    )
     kind: str = "csv"
 
 
@@ -317,7 +320,7 @@ def load_assignment(course: Course, assignment: str) -> AssignmentConfig:
         if not (folder / f"{nb}.ipynb").exists():
             raise ConfigError(f"{path}: notebook {nb!r} is listed but {nb}.ipynb is not there")
     for check in config.checks:
-        if isinstance(check, AccuracyCheck):
+        if isinstance(check, AccuracyCheck | CsvCheck):
             if not check.notebook and len(notebooks) != 1:
                 raise ConfigError(
                     f"{path}: check {check.id!r} must name its notebook; the assignment has "

@@ -1,0 +1,210 @@
+"""Steps 3 and 4 of grading: collect what the notebook produced, check it outside the kernel.
+
+- ``accuracy``: the kernel saves the model variable into ``outbox/`` (a collection snippet run
+  after the notebook); a separate evaluator process, sandboxed like the kernel, loads the file
+  with Keras ``safe_mode`` and predicts held-out images it is given without their labels; the
+  labels stay here, in the grader process, which compares.
+- ``csv``: the file the notebook wrote is validated against its competition's format and scored
+  on the held-back test labels, public and private parts apart, like Kaggle.
+
+Nothing here trusts the kernel: a student who patches ``predict``, numpy or builtins inside
+the notebook changes nothing that is measured here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import AccuracyCheck, AssignmentConfig, CsvCheck
+from .execute import ExecutionOutcome
+from .gradebook import check_notebook_for
+from .results import ItemResult
+
+if TYPE_CHECKING:
+    from .grade import GradeJob
+
+OUTBOX = "outbox"
+#: Seconds the evaluator may take (process start, Keras import, load, predict).
+EVALUATE_TIMEOUT_S = 600.0
+
+
+def model_path(check: AccuracyCheck) -> str:
+    """Where, relative to the notebook's folder, the collected model of ``check`` is saved."""
+    return f"{OUTBOX}/{check.id}.keras"
+
+
+def collect_snippets(config: AssignmentConfig, notebook: str) -> list[str]:
+    """Code run in the kernel after ``notebook``: save each checked model variable."""
+    wanted = [
+        c
+        for c in config.checks
+        if isinstance(c, AccuracyCheck) and check_notebook_for(c, config) == notebook
+    ]
+    if not wanted:
+        return []
+    from .evaluate import collect_snippet
+
+    return [collect_snippet(c.variable, model_path(c)) for c in wanted]
+
+
+def _zero(check: AccuracyCheck | CsvCheck, config: AssignmentConfig, message: str) -> ItemResult:
+    return ItemResult(
+        id=check.id,
+        kind=check.kind,
+        score=0.0,
+        max_score=check.points,
+        passed=False,
+        message=message,
+        notebook=check_notebook_for(check, config),
+    )
+
+
+def _meta(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / "meta.json").read_text()))
+
+
+def run_checks(
+    job: GradeJob,
+    workdir: Path,
+    outcomes: Mapping[str, ExecutionOutcome],
+    out_dir: Path,
+) -> list[ItemResult]:
+    """One item per check of the assignment."""
+    items = []
+    for check in job.config.checks:
+        notebook = check_notebook_for(check, job.config)
+        if notebook not in outcomes:
+            items.append(_zero(check, job.config, f"{notebook}.ipynb could not be run"))
+            continue
+        if isinstance(check, AccuracyCheck):
+            items.append(accuracy_check(job, check, workdir, outcomes[notebook]))
+        else:
+            items.append(csv_check(job, check, workdir, out_dir))
+    return items
+
+
+def accuracy_check(
+    job: GradeJob, check: AccuracyCheck, workdir: Path, outcome: ExecutionOutcome
+) -> ItemResult:
+    """Evaluate the collected model on the held-out images; compare with the labels here."""
+    from .evaluate import accuracy_item, evaluate_model
+
+    heldout = job.heldout[check.dataset]
+    meta = _meta(heldout)
+    labels = np.load(heldout / "heldout-labels.npy", allow_pickle=False)
+    classes = [str(c) for c in meta["classes"]]
+    model = workdir / model_path(check)
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-eval-"))
+    try:
+        wrapper = None
+        if job.settings.sandbox:
+            from . import sandbox
+
+            wrapper = sandbox.evaluator_wrapper(
+                job=job, model=model, images=heldout / "heldout-images.npy", scratch=scratch
+            )
+        result = evaluate_model(
+            model_path=model,
+            images_path=heldout / "heldout-images.npy",
+            scale=check.scale,
+            n_classes=len(classes),
+            timeout=EVALUATE_TIMEOUT_S,
+            workdir=scratch,
+            command_wrapper=wrapper,
+            env={"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.gpus)},
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    item = accuracy_item(check, result, labels, classes)
+    return _with_notebook(item, check_notebook_for(check, job.config))
+
+
+def _with_notebook(item: ItemResult, notebook: str) -> ItemResult:
+    import dataclasses
+
+    return dataclasses.replace(item, notebook=notebook)
+
+
+def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> ItemResult:
+    """Validate the notebook's CSV for its competition and score it on the held-back labels."""
+    from .csvcheck import check_csv, score_csv
+
+    heldout = job.heldout[check.dataset]
+    meta = _meta(heldout)
+    path = (workdir / check.file).resolve()
+    if workdir.resolve() not in path.parents:
+        return _zero(check, job.config, f"{check.file} is outside the notebook's folder")
+    if not path.exists() and not path.is_symlink():
+        return _zero(
+            check,
+            job.config,
+            f"the notebook did not write {check.file}; run the cell that saves the predictions",
+        )
+    if path.is_symlink() or not path.is_file():
+        return _zero(check, job.config, f"{check.file} is not a regular file")
+    report = check_csv(path, competition=check.competition, rows=int(meta["counts"]["test"]))
+    shutil.copyfile(path, out_dir / Path(check.file).name)
+    if not report.valid:
+        return ItemResult(
+            id=check.id,
+            kind="csv",
+            score=0.0,
+            max_score=check.points,
+            passed=False,
+            message=f"{check.file} is not a valid {check.competition} submission: "
+            + report.summary(max_per_rule=2).replace("\n", "; "),
+            notebook=check_notebook_for(check, job.config),
+            details={"report": report.to_json()},
+        )
+    labels = heldout / "test-labels.csv"
+    if not labels.exists():
+        return ItemResult(
+            id=check.id,
+            kind="csv",
+            score=check.points,
+            max_score=check.points,
+            passed=True,
+            message=f"{check.file} is valid; its score is computed by Kaggle, not here",
+            notebook=check_notebook_for(check, job.config),
+            details={"report": report.to_json()},
+        )
+    score = score_csv(report, labels)
+    details = {
+        "public": score.public,
+        "private": score.private,
+        "overall": score.overall,
+        "correct": score.correct,
+        "rows": report.rows_seen,
+    }
+    if check.min_score is not None and score.overall < check.min_score:
+        return ItemResult(
+            id=check.id,
+            kind="csv",
+            score=0.0,
+            max_score=check.points,
+            passed=False,
+            message=(
+                f"{check.file} is valid but scores {score.overall:.3f}, below the required "
+                f"{check.min_score:.3f} (public {score.public:.3f}, private {score.private:.3f})"
+            ),
+            notebook=check_notebook_for(check, job.config),
+            details=details,
+        )
+    needed = f" (required {check.min_score:.3f})" if check.min_score is not None else ""
+    return ItemResult(
+        id=check.id,
+        kind="csv",
+        score=check.points,
+        max_score=check.points,
+        passed=True,
+        message=f"{check.file} is valid and scores {score.overall:.3f}{needed}",
+        notebook=check_notebook_for(check, job.config),
+        details=details,
+    )

@@ -1,0 +1,423 @@
+"""Step 2 of grading: run a sanitized notebook in a kernel, with limits, and say how it ended.
+
+nbclient runs the cells; this module adds what grading untrusted code needs on top:
+
+- a per-cell timeout that interrupts the cell (nbgrader's behaviour) and a total deadline that
+  stops the notebook; a kernel that ignores the interrupt is killed;
+- output capped per cell (lines and bytes) as it arrives, so a flood never fills the grader's
+  memory; errors and the first stderr line are always kept, because they decide grades;
+- nbgrader's defence against the ``showtraceback`` cheat: an error reply with no error output
+  gets one;
+- collection snippets (saving the trained model) run in the same kernel after the notebook,
+  their cells never added to the graded notebook.
+
+Where the kernel runs is the caller's choice (``kernel_factory``): the sandbox in production,
+a plain local kernel with ``--unsafe-no-sandbox`` and in some tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from nbclient import NotebookClient
+from nbclient.exceptions import DeadKernelError
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell
+
+#: nbgrader's error output for a cell that ran out of time (Execute.error_on_timeout).
+TIMEOUT_ERROR = {
+    "ename": "CellTimeoutError",
+    "evalue": "",
+    "traceback": ["\x1b[0;31mCellTimeoutError\x1b[0m: No reply from kernel before timeout"],
+}
+#: Seconds a kernel gets to answer after an interrupt before it is killed.
+RESPONSIVE_AFTER_INTERRUPT_S = 15.0
+MAX_TRACEBACK_LINES = 100
+TRUNCATED = "\n... output truncated by the autograder (limit {limit}) ...\n"
+
+
+class KernelFactory(Protocol):
+    """Makes the (not yet started) kernel manager a notebook runs in."""
+
+    def __call__(self, *, workdir: Path, env: Mapping[str, str]) -> Any: ...
+
+
+def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
+    """A local ipykernel with no isolation (``--unsafe-no-sandbox``, trusted notebooks)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    return AsyncKernelManager(kernel_name="python3")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecutionLimits:
+    """Time and output limits of one notebook run."""
+
+    timeout_cell: float = 600.0
+    timeout_total: float = 1800.0
+    max_output_lines: int = 1000
+    max_output_bytes: int = 1_000_000
+    memory_limit_text: str = ""
+
+
+@dataclasses.dataclass
+class ExecutionOutcome:
+    """How a run ended. ``status`` is one of results.STATUSES."""
+
+    nb: NotebookNode
+    status: str = "graded"
+    message: str = ""
+    #: 0-based index of the cell where the run stopped (None when it ran to the end).
+    stopped_at: int | None = None
+    #: Cells that were interrupted for time (0-based indices).
+    timed_out: list[int] = dataclasses.field(default_factory=list)
+    #: Outputs of each collection snippet, in order.
+    collected: list[list[dict[str, Any]]] = dataclasses.field(default_factory=list)
+    duration_s: float = 0.0
+
+
+class _GradingClient(NotebookClient):
+    """NotebookClient that caps output as it arrives."""
+
+    def __init__(self, nb: NotebookNode, *, limits: ExecutionLimits, **kw: Any) -> None:
+        super().__init__(nb, **kw)
+        self._limits = limits
+        self._used: dict[int, list[int]] = {}  # cell index -> [bytes, lines, capped, stderr]
+
+    def output(
+        self,
+        outs: list[NotebookNode],
+        msg: dict[str, Any],
+        display_id: str | None,
+        cell_index: int,
+    ) -> NotebookNode | None:
+        used = self._used.setdefault(cell_index, [0, 0, 0, 0])
+        msg_type = msg["msg_type"]
+        content = msg.get("content", {})
+        if msg_type == "error":
+            tb = list(content.get("traceback", []))
+            if len(tb) > MAX_TRACEBACK_LINES:
+                tb = tb[:5] + ["... traceback shortened ..."] + tb[-(MAX_TRACEBACK_LINES - 6) :]
+            content["traceback"] = [line[:4000] for line in tb]
+            content["evalue"] = str(content.get("evalue", ""))[:4000]
+            return super().output(outs, msg, display_id, cell_index)
+        size = _message_size(msg_type, content)
+        lines = str(content.get("text", "")).count("\n") if msg_type == "stream" else 1
+        is_stderr = msg_type == "stream" and content.get("name") == "stderr"
+        if used[2]:
+            # Over the limit: drop it, except the first stderr, which decides the grade.
+            if is_stderr and not used[3]:
+                used[3] = 1
+                content["text"] = str(content.get("text", ""))[:200]
+                return super().output(outs, msg, display_id, cell_index)
+            return None
+        if used[0] + size > self._limits.max_output_bytes or (
+            used[1] + lines > self._limits.max_output_lines
+        ):
+            used[2] = 1
+            if msg_type == "stream":
+                room_b = max(0, self._limits.max_output_bytes - used[0])
+                room_l = max(0, self._limits.max_output_lines - used[1])
+                text = "\n".join(str(content.get("text", ""))[:room_b].split("\n")[:room_l])
+                content["text"] = text + TRUNCATED.format(
+                    limit=f"{self._limits.max_output_lines:,} lines, "
+                    f"{self._limits.max_output_bytes:,} bytes"
+                )
+                used[3] = used[3] or int(is_stderr)
+                return super().output(outs, msg, display_id, cell_index)
+            if msg_type == "execute_result":
+                # Keep the result (partial credit reads it) but only its plain text.
+                data = content.get("data", {})
+                content["data"] = {"text/plain": str(data.get("text/plain", ""))[:1000]}
+                return super().output(outs, msg, display_id, cell_index)
+            return None
+        used[0] += size
+        used[1] += lines
+        used[3] = used[3] or int(is_stderr)
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _message_size(msg_type: str, content: Mapping[str, Any]) -> int:
+    if msg_type == "stream":
+        return len(str(content.get("text", "")))
+    data = content.get("data", {})
+    if isinstance(data, Mapping):
+        return sum(len(str(v)) for v in data.values())
+    return 0
+
+
+def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
+    """nbgrader's Execute.on_cell_executed: an error reply always leaves an error output."""
+    content = (execute_reply or {}).get("content", {})
+    if content.get("status") != "error":
+        return
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error" and output.get("ename") == content.get("ename"):
+            return
+    from nbformat import NotebookNode as Node
+
+    traceback = list(content.get("traceback") or []) or [
+        "ERROR: An error occurred while showtraceback was disabled"
+    ]
+    cell.outputs.append(
+        Node(
+            output_type="error",
+            ename=str(content.get("ename", "Error")),
+            evalue=str(content.get("evalue", "")),
+            traceback=traceback,
+        )
+    )
+
+
+def _is_memory_error(cell: NotebookNode) -> bool:
+    return any(
+        o.get("output_type") == "error" and o.get("ename") == "MemoryError"
+        for o in cell.get("outputs", [])
+    )
+
+
+async def _run(
+    nb: NotebookNode,
+    *,
+    workdir: Path,
+    limits: ExecutionLimits,
+    kernel_factory: KernelFactory,
+    env: Mapping[str, str],
+    collect: Sequence[str],
+    collect_timeout: float,
+) -> ExecutionOutcome:
+    outcome = ExecutionOutcome(nb=nb)
+    km = kernel_factory(workdir=workdir, env=env)
+    client = _GradingClient(
+        nb,
+        km=km,
+        limits=limits,
+        timeout=int(max(1, limits.timeout_cell)),
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        error_on_timeout=TIMEOUT_ERROR,
+        raise_on_iopub_timeout=False,
+        iopub_timeout=4,
+        shutdown_kernel="immediate",
+        kernel_name="python3",
+        resources={"metadata": {"path": str(workdir)}},
+        on_cell_executed=_record_missing_error,
+    )
+    start = time.monotonic()
+    deadline = start + limits.timeout_total
+    try:
+        try:
+            async with client.async_setup_kernel(env=dict(env), cwd=str(workdir)):
+                await _run_cells(client, nb, outcome, limits, deadline)
+                if outcome.status != "kernel-died" and collect:
+                    await _collect(client, outcome, collect, collect_timeout)
+        finally:
+            await _shutdown(km)
+    except DeadKernelError:
+        _died(outcome, km, limits)
+    except Exception as exc:
+        if outcome.stopped_at is None and not any(c.get("outputs") for c in nb.cells):
+            outcome.status = "sandbox-error"
+            outcome.message = (
+                f"the kernel could not be started ({type(exc).__name__}: {exc}); this is a "
+                "problem of the grading machine, not of the submission"
+            )
+        else:
+            _died(outcome, km, limits)
+    outcome.duration_s = time.monotonic() - start
+    return outcome
+
+
+def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
+    where = f" in cell {outcome.stopped_at + 1}" if outcome.stopped_at is not None else ""
+    reason = getattr(km, "termination_reason", lambda: None)()
+    if reason == "memory":
+        outcome.status = "memory"
+        limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
+        outcome.message = (
+            f"the notebook used more memory than allowed{limit} and was stopped{where}; use "
+            "fewer images at once or a smaller batch size"
+        )
+    else:
+        outcome.status = "kernel-died"
+        outcome.message = (
+            f"the Python kernel stopped{where} (it crashed, exited or was killed); the cells "
+            "after it were not run"
+        )
+
+
+async def _run_cells(
+    client: _GradingClient,
+    nb: NotebookNode,
+    outcome: ExecutionOutcome,
+    limits: ExecutionLimits,
+    deadline: float,
+) -> None:
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            outcome.status = "timeout"
+            outcome.stopped_at = index
+            outcome.message = (
+                f"the notebook ran past its {limits.timeout_total:.0f} s limit; cell "
+                f"{index + 1} and the cells after it were not run"
+            )
+            return
+        per_cell = min(limits.timeout_cell, remaining)
+        client.timeout = int(max(1, per_cell))
+        outcome.stopped_at = index
+        try:
+            await client.async_execute_cell(cell, index, execution_count=index + 1)
+        except DeadKernelError:
+            raise
+        outcome.stopped_at = None
+        if _is_memory_error(cell):
+            outcome.status = "memory"
+            limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
+            outcome.message = (
+                f"cell {index + 1} ran out of memory{limit}; use fewer images at once or a "
+                "smaller batch size"
+            )
+        if any(o.get("ename") == TIMEOUT_ERROR["ename"] for o in cell.get("outputs", [])):
+            outcome.timed_out.append(index)
+            total_hit = per_cell < limits.timeout_cell
+            if not await _responsive(client):
+                outcome.status = "timeout"
+                outcome.stopped_at = index
+                outcome.message = (
+                    f"cell {index + 1} ran past its {per_cell:.0f} s limit and did not stop "
+                    "when interrupted; the cells after it were not run"
+                )
+                return
+            if total_hit:
+                outcome.status = "timeout"
+                outcome.stopped_at = index + 1
+                outcome.message = (
+                    f"the notebook ran past its {limits.timeout_total:.0f} s limit in cell "
+                    f"{index + 1}; the cells after it were not run"
+                )
+                return
+            if outcome.status == "graded":
+                outcome.status = "timeout"
+                outcome.message = (
+                    f"cell {index + 1} ran past its {limits.timeout_cell:.0f} s limit and was "
+                    "interrupted; the other cells were run"
+                )
+
+
+async def _responsive(client: _GradingClient) -> bool:
+    """After an interrupt: does the kernel answer again within a short time?"""
+    saved = client.timeout
+    try:
+        outputs = await _run_extra(client, "pass", RESPONSIVE_AFTER_INTERRUPT_S)
+    finally:
+        client.timeout = saved
+    return not any(o.get("ename") == TIMEOUT_ERROR["ename"] for o in outputs)
+
+
+async def _run_extra(client: _GradingClient, code: str, timeout: float) -> list[dict[str, Any]]:
+    """Run code that is not part of the notebook; its cell never stays in the notebook.
+
+    nbclient writes an executed cell back to ``nb.cells[index]``, so the cell is appended
+    for the run and removed afterwards.
+    """
+    cell = new_code_cell(code)
+    client.timeout = int(max(1, timeout))
+    client.nb.cells.append(cell)
+    index = len(client.nb.cells) - 1
+    try:
+        await client.async_execute_cell(cell, index, store_history=False)
+    finally:
+        del client.nb.cells[index]
+    return [dict(o) for o in cell.get("outputs", [])]
+
+
+async def _collect(
+    client: _GradingClient,
+    outcome: ExecutionOutcome,
+    snippets: Sequence[str],
+    timeout: float,
+) -> None:
+    for code in snippets:
+        try:
+            outcome.collected.append(await _run_extra(client, code, timeout))
+        except DeadKernelError:
+            outcome.collected.append(
+                [{"output_type": "error", "ename": "DeadKernelError", "evalue": "kernel died"}]
+            )
+            raise
+
+
+async def _shutdown(km: Any) -> None:
+    # We passed our own kernel manager, so its shutdown is ours (nbclient docs).
+    try:
+        if await _maybe_await(km.is_alive()):
+            await _maybe_await(km.shutdown_kernel(now=True))
+    except Exception:
+        kill = getattr(km, "kill_all", None)
+        if kill is not None:
+            await _maybe_await(kill())
+    cleanup = getattr(km, "cleanup_resources", None)
+    if cleanup is not None:
+        try:
+            await _maybe_await(cleanup())
+        except Exception:
+            pass
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+def kernel_env(workdir: Path, *, gpus: Sequence[int] = (), extra: Mapping[str, str] = {}) -> dict[str, str]:
+    """The environment a kernel starts with: minimal, no grader secrets, no display."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(workdir / ".home"),
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "PYTHONUNBUFFERED": "1",
+        "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
+        "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "AUTOGRADER": "1",
+    }
+    for key in ("KERAS_BACKEND", "VIRTUAL_ENV", "TZ"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    env.update(extra)
+    return env
+
+
+def execute_notebook(
+    nb: NotebookNode,
+    *,
+    workdir: Path,
+    limits: ExecutionLimits,
+    kernel_factory: KernelFactory = plain_kernel_factory,
+    env: Mapping[str, str] | None = None,
+    collect: Sequence[str] = (),
+    collect_timeout: float = 300.0,
+) -> ExecutionOutcome:
+    """Run every code cell of ``nb`` (in place) in ``workdir``; see :class:`ExecutionOutcome`."""
+    (workdir / ".home").mkdir(exist_ok=True)
+    return asyncio.run(
+        _run(
+            nb,
+            workdir=workdir,
+            limits=limits,
+            kernel_factory=kernel_factory,
+            env=env if env is not None else kernel_env(workdir),
+            collect=collect,
+            collect_timeout=collect_timeout,
+        )
+    )

@@ -1,0 +1,237 @@
+"""Step 5 of grading: record results in nbgrader's gradebook (SQLite by default).
+
+Only the coordinator calls this module: one writer, so no two processes ever race on the
+database. Every item (nbgrader test cells, and our held-out accuracy and CSV checks) is a grade
+in nbgrader's own tables, so ``nbgrader export`` and formgrader show the same totals as we do.
+Beside nbgrader's tables, ``autograder_results`` keeps the whole :class:`SubmissionResult`
+(status, messages, details) with the fingerprint that tells an unchanged submission from a
+changed one. A submission's grades and its result row are committed in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .config import AccuracyCheck, AssignmentConfig, CsvCheck
+from .errors import ConfigError
+from .release import SourceNotebook
+from .results import SubmissionResult
+
+_RESULTS_TABLE = """
+CREATE TABLE IF NOT EXISTS autograder_results (
+    student TEXT NOT NULL,
+    assignment TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    score REAL NOT NULL,
+    max_score REAL NOT NULL,
+    graded_at TEXT NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (student, assignment)
+)
+"""
+
+
+@contextmanager
+def open_gradebook(url: str) -> Iterator[Any]:
+    """nbgrader's Gradebook at ``url``, with our results table created if missing."""
+    from nbgrader.api import Gradebook
+    from sqlalchemy import text
+    from sqlalchemy.exc import SAWarning
+
+    # nbgrader stamps a new database by running the 'alembic' command, which lives beside our
+    # interpreter: a venv's bin/ is not on PATH when .venv/bin/autograder is run directly.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    with warnings.catch_warnings():
+        # nbgrader's add_submission trips SQLAlchemy 2's autoflush notices; they are harmless.
+        warnings.filterwarnings("ignore", category=SAWarning)
+        with Gradebook(url) as gb:
+            gb.db.execute(text(_RESULTS_TABLE))
+            gb.db.commit()
+            yield gb
+
+
+def check_notebook_for(check: AccuracyCheck | CsvCheck, config: AssignmentConfig) -> str:
+    """The notebook a check's grade belongs to in the gradebook."""
+    notebook = getattr(check, "notebook", "") or ""
+    return notebook or config.notebooks[0]
+
+
+def register_assignment(
+    url: str, config: AssignmentConfig, index: Mapping[str, SourceNotebook]
+) -> None:
+    """Record the assignment's notebooks, cells and checks (nbgrader's SaveCells, extended).
+
+    Points and sources may change at any time. Removing a graded item once submissions are
+    recorded would orphan their grades, so that is refused with a message saying what to do.
+    """
+    from nbgrader.api import MissingEntry
+
+    with open_gradebook(url) as gb:
+        gb.update_or_create_assignment(config.name)
+        for name, source in index.items():
+            wanted = {c.grade_id: c for c in source.cells}
+            checks = [c for c in config.checks if check_notebook_for(c, config) == name]
+            try:
+                notebook = gb.find_notebook(name, config.name)
+            except MissingEntry:
+                notebook = gb.add_notebook(
+                    name, config.name, kernelspec=json.dumps(source.kernelspec)
+                )
+            existing = {c.name for c in notebook.grade_cells}
+            removed = existing - {c.grade_id for c in source.grade_cells} - {c.id for c in checks}
+            if removed and notebook.submissions:
+                raise ConfigError(
+                    f"{config.name}/{name}: graded item(s) {', '.join(sorted(removed))} were "
+                    "removed from the source, but submissions are already recorded; put them "
+                    "back, or remove the old grades with 'nbgrader db assignment remove "
+                    f"{config.name}' (or delete gradebook.db) and grade again"
+                )
+            for cell in wanted.values():
+                if cell.grade:
+                    gb.update_or_create_grade_cell(
+                        cell.grade_id,
+                        name,
+                        config.name,
+                        max_score=cell.points,
+                        cell_type=cell.cell_type,
+                    )
+                if cell.solution:
+                    gb.update_or_create_solution_cell(cell.grade_id, name, config.name)
+                if cell.task:
+                    gb.update_or_create_task_cell(
+                        cell.grade_id,
+                        name,
+                        config.name,
+                        max_score=cell.points,
+                        cell_type=cell.cell_type,
+                    )
+                gb.update_or_create_source_cell(
+                    cell.grade_id,
+                    name,
+                    config.name,
+                    cell_type=cell.cell_type,
+                    locked=cell.locked,
+                    source=cell.source,
+                    checksum=cell.checksum,
+                )
+            for check in checks:
+                gb.update_or_create_grade_cell(
+                    check.id, name, config.name, max_score=check.points, cell_type="code"
+                )
+                gb.update_or_create_source_cell(
+                    check.id,
+                    name,
+                    config.name,
+                    cell_type="code",
+                    locked=True,
+                    source=f"# autograder {check.kind} check {check.id} (graded outside "
+                    "the notebook)",
+                    checksum=None,
+                )
+            if not notebook.submissions:
+                for stale in removed:
+                    gb.db.delete(gb.find_grade_cell(stale, name, config.name))
+            gb.db.commit()
+
+
+def record(url: str, result: SubmissionResult) -> None:
+    """Write one graded submission: nbgrader grades and comments, then our result row."""
+    from nbgrader.api import Comment, Grade, MissingEntry
+    from sqlalchemy import text
+
+    with open_gradebook(url) as gb:
+        gb.update_or_create_student(result.student)
+        timestamp = result.submitted_at
+        kwargs: dict[str, Any] = {"timestamp": timestamp} if timestamp else {}
+        submission = gb.update_or_create_submission(result.assignment, result.student, **kwargs)
+        notebooks = {nb.notebook.name: nb for nb in submission.notebooks}
+        default_nb = next(iter(notebooks), "")
+        for item in result.items:
+            nb_name = item.notebook or default_nb
+            if nb_name not in notebooks:
+                continue
+            try:
+                grade = gb.find_grade(item.id, nb_name, result.assignment, result.student)
+            except MissingEntry:
+                # A grade cell added after this submission was first recorded.
+                cell = gb.find_grade_cell(item.id, nb_name, result.assignment)
+                grade = Grade(cell_id=cell.id, notebook=notebooks[nb_name])
+                gb.db.add(grade)
+            grade.auto_score = None if item.needs_manual_grade else item.score
+            grade.needs_manual_grade = bool(
+                item.needs_manual_grade or grade.manual_score is not None
+            )
+            if item.kind == "manual":
+                try:
+                    comment = gb.find_comment(item.id, nb_name, result.assignment, result.student)
+                except MissingEntry:
+                    cell = gb.find_solution_cell(item.id, nb_name, result.assignment)
+                    comment = Comment(cell_id=cell.id, notebook=notebooks[nb_name])
+                    gb.db.add(comment)
+                comment.auto_comment = (
+                    "No response." if not item.needs_manual_grade and item.score == 0 else None
+                )
+        gb.db.execute(
+            text(
+                "INSERT OR REPLACE INTO autograder_results (student, assignment, fingerprint, "
+                "status, score, max_score, graded_at, record) VALUES (:student, :assignment, "
+                ":fingerprint, :status, :score, :max_score, :graded_at, :record)"
+            ),
+            {
+                "student": result.student,
+                "assignment": result.assignment,
+                "fingerprint": result.fingerprint,
+                "status": result.status,
+                "score": result.score,
+                "max_score": result.max_score,
+                "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "record": json.dumps(result.to_record(), default=str),
+            },
+        )
+        gb.db.commit()
+
+
+def fingerprints(url: str, assignment: str) -> dict[str, str]:
+    """Fingerprint of the recorded result of every student of ``assignment``."""
+    from sqlalchemy import text
+
+    with open_gradebook(url) as gb:
+        rows = gb.db.execute(
+            text("SELECT student, fingerprint FROM autograder_results WHERE assignment = :a"),
+            {"a": assignment},
+        )
+        return {student: fp for student, fp in rows}
+
+
+def load_results(url: str, assignment: str) -> list[SubmissionResult]:
+    """Every recorded result of ``assignment``, by student name."""
+    from sqlalchemy import text
+
+    with open_gradebook(url) as gb:
+        rows = gb.db.execute(
+            text(
+                "SELECT record FROM autograder_results WHERE assignment = :a ORDER BY student"
+            ),
+            {"a": assignment},
+        ).fetchall()
+    return [SubmissionResult.from_record(json.loads(row[0])) for row in rows]
+
+
+def nbgrader_totals(url: str, assignment: str) -> dict[str, float]:
+    """Each student's total as nbgrader itself computes it (what ``nbgrader export`` shows)."""
+    with open_gradebook(url) as gb:
+        return {
+            row["student"]: float(row["score"])
+            for row in gb.submission_dicts(assignment)
+        }

@@ -1,0 +1,86 @@
+"""Running grading jobs: backends chosen by name, GPUs handed out per job.
+
+A backend takes the list of jobs and a ``record`` callback; it calls ``record`` in the
+coordinator's process, once per finished job, as results arrive, so the coordinator stays the
+only gradebook writer whatever runs the jobs. ``inline`` runs them in this process (debugging,
+tests); ``local`` in a pool of worker processes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing
+from collections.abc import Callable, Sequence
+
+from .errors import ConfigError
+from .results import SubmissionResult
+
+Record = Callable[[SubmissionResult], None]
+
+
+def gpu_slots(gpus: Sequence[int], per_gpu: int) -> list[tuple[int, ...]]:
+    """One slot per kernel that may run at once: each GPU ``per_gpu`` times, or one CPU slot."""
+    if per_gpu < 1:
+        raise ConfigError(f"--per-gpu must be at least 1, got {per_gpu}")
+    return [(g,) for g in gpus for _ in range(per_gpu)] or [()]
+
+
+def _run_inline(jobs: Sequence, *, record: Record, workers: int, slots: list[tuple[int, ...]], scheduler: str | None) -> None:
+    from .grade import grade_submission
+
+    for job in jobs:
+        record(grade_submission(dataclasses.replace(job, gpus=slots[0])))
+
+
+def _run_local(jobs: Sequence, *, record: Record, workers: int, slots: list[tuple[int, ...]], scheduler: str | None) -> None:
+    from .grade import grade_submission
+
+    if not jobs:
+        return
+    workers = max(1, min(workers, len(jobs)))
+    # Kernels share GPUs by slot; with fewer slots than workers, slots are reused round-robin.
+    free = [slots[i % len(slots)] for i in range(workers)]
+    pending = list(jobs)
+    # 'spawn': workers start clean, with no copy of the coordinator's database handles.
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        running: dict[cf.Future[SubmissionResult], tuple[int, ...]] = {}
+        try:
+            while pending or running:
+                while pending and free:
+                    slot = free.pop()
+                    job = dataclasses.replace(pending.pop(0), gpus=slot)
+                    running[pool.submit(grade_submission, job)] = slot
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    free.append(running.pop(future))
+                    record(future.result())
+        except BaseException:
+            for future in running:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+BACKENDS: dict[str, Callable[..., None]] = {"inline": _run_inline, "local": _run_local}
+
+
+def run_jobs(
+    jobs: Sequence,
+    *,
+    record: Record,
+    workers: int = 1,
+    backend: str = "local",
+    scheduler: str | None = None,
+    gpus: Sequence[int] = (),
+    per_gpu: int = 1,
+) -> None:
+    """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"no backend named {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    BACKENDS[backend](
+        jobs, record=record, workers=workers, slots=gpu_slots(gpus, per_gpu), scheduler=scheduler
+    )

@@ -1,0 +1,184 @@
+"""Scores of a notebook's nbgrader cells, each with a sentence saying why points were lost.
+
+The score itself is nbgrader's (``nbgrader.utils.determine_grade``): a test cell with an error
+or any stderr output scores 0, a numeric result gives partial credit, otherwise full points; an
+answer cell (grade and solution) scores 0 when unchanged and otherwise waits for a human. Only
+the messages are ours.
+"""
+
+from __future__ import annotations
+
+import re
+
+from nbformat import NotebookNode
+
+from .execute import TIMEOUT_ERROR, ExecutionOutcome
+from .notebooks import nbgrader_meta
+from .release import SourceNotebook
+from .results import ItemResult
+from .sanitize import SanitizeContext
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_ARROW = re.compile(r"^\s*-+>\s*\d*\s*(.*)$")
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def _first_line(text: str, limit: int = 200) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _failing_line(traceback: list[str]) -> str:
+    """The source line IPython marks with an arrow in the last frame of the cell's code."""
+    found = ""
+    for block in traceback:
+        for line in _plain(block).splitlines():
+            match = _ARROW.match(line)
+            if match and match.group(1).strip():
+                found = match.group(1).strip()
+    return found
+
+
+def explain_failure(cell: NotebookNode) -> str:
+    """Why a test cell lost its points, from its outputs."""
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            ename = str(output.get("ename", "Error"))
+            if ename == TIMEOUT_ERROR["ename"]:
+                return "the test ran past the time limit and was interrupted"
+            if ename == "KeyboardInterrupt":
+                continue
+            evalue = _first_line(_plain(str(output.get("evalue", ""))))
+            line = _failing_line(list(output.get("traceback", [])))
+            what = f"{ename}: {evalue}" if evalue else ename
+            where = f" at `{line[:160]}`" if line else ""
+            return f"the test failed{where}: {what}"
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            text = _first_line(_plain(str(output.get("text", ""))))
+            return (
+                "the test wrote to stderr, which counts as a failure (a warning or error "
+                f"message): {text}"
+            )
+    return "the test did not pass"
+
+
+def score_notebook(
+    nb: NotebookNode,
+    source: SourceNotebook,
+    ctx: SanitizeContext,
+    outcome: ExecutionOutcome | None,
+) -> list[ItemResult]:
+    """One item per grade cell of the source, in the source's order."""
+    from nbgrader.utils import determine_grade
+
+    by_id: dict[str, tuple[int, NotebookNode]] = {}
+    for index, cell in enumerate(nb.cells):
+        meta = nbgrader_meta(cell)
+        if meta.get("grade") and isinstance(meta.get("grade_id"), str):
+            by_id[meta["grade_id"]] = (index, cell)
+    items = []
+    for source_cell in source.grade_cells:
+        points = float(source_cell.points or 0.0)
+        found = by_id.get(source_cell.grade_id)
+        manual = source_cell.solution or source_cell.cell_type != "code"
+        kind = "manual" if manual else "test"
+        if found is None:
+            items.append(_missing(source_cell.grade_id, kind, points, source.name))
+            continue
+        index, cell = found
+        not_run = (
+            outcome is not None
+            and cell.cell_type == "code"
+            and outcome.stopped_at is not None
+            and index >= outcome.stopped_at
+            and not cell.get("outputs")
+        )
+        if not_run and not manual:
+            assert outcome is not None
+            items.append(
+                ItemResult(
+                    id=source_cell.grade_id,
+                    kind=kind,
+                    score=0.0,
+                    max_score=points,
+                    passed=False,
+                    message=f"not run: {outcome.message}",
+                    notebook=source.name,
+                )
+            )
+            continue
+        score, _ = determine_grade(cell)
+        if manual:
+            # determine_grade gives 0 to an answer cell exactly when its checksum is unchanged.
+            unchanged = score == 0
+            items.append(
+                ItemResult(
+                    id=source_cell.grade_id,
+                    kind="manual",
+                    score=0.0 if score is None else float(score),
+                    max_score=points,
+                    passed=False,
+                    message=(
+                        "no answer: the cell is unchanged from the released notebook"
+                        if unchanged
+                        else "answered; this item is graded by hand"
+                    ),
+                    notebook=source.name,
+                    needs_manual_grade=score is None,
+                )
+            )
+            continue
+        score = 0.0 if score is None else float(score)
+        if score >= points:
+            message = "passed"
+        elif score > 0:
+            message = f"partial credit: {score:g} of {points:g} points"
+        else:
+            message = explain_failure(cell)
+        items.append(
+            ItemResult(
+                id=source_cell.grade_id,
+                kind="test",
+                score=score,
+                max_score=points,
+                passed=score >= points,
+                message=message,
+                notebook=source.name,
+            )
+        )
+    return items
+
+
+def _missing(grade_id: str, kind: str, points: float, notebook: str) -> ItemResult:
+    return ItemResult(
+        id=grade_id,
+        kind=kind,
+        score=0.0,
+        max_score=points,
+        passed=False,
+        message=(
+            "this graded cell is missing from the submission; start from the released "
+            "notebook and keep its cells"
+        ),
+        notebook=notebook,
+    )
+
+
+def missing_items(source: SourceNotebook, why: str) -> list[ItemResult]:
+    """Zero for every grade cell of ``source``, all with the same reason."""
+    return [
+        ItemResult(
+            id=c.grade_id,
+            kind="manual" if c.solution or c.cell_type != "code" else "test",
+            score=0.0,
+            max_score=float(c.points or 0.0),
+            passed=False,
+            message=why,
+            notebook=source.name,
+        )
+        for c in source.grade_cells
+    ]
