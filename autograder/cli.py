@@ -32,10 +32,278 @@ class _Group(click.Group):
     envvar="AUTOGRADER_COURSE",
     help="Course folder (source/, release/, submitted/...). Default: the current folder.",
 )
+@click.option(
+    "--gradebook",
+    "gradebook_url",
+    default=None,
+    envvar="AUTOGRADER_GRADEBOOK",
+    help="Gradebook database URL. Default: sqlite:///<course>/gradebook.db.",
+)
 @click.pass_context
-def cli(ctx: click.Context, course_dir: Path | None) -> None:
-    """Release, run and grade the Keras workshop notebooks."""
-    ctx.obj = Course.at(course_dir)
+def cli(ctx: click.Context, course_dir: Path | None, gradebook_url: str | None) -> None:
+    """Release, run and grade the Keras workshop notebooks.
+
+    Run it in the course folder (source/, release/, submitted/<student>/<assignment>/), or
+    name that folder with --course-dir.
+    """
+    ctx.obj = Course.at(course_dir, gradebook=gradebook_url)
+
+
+def _assignments(course: Course, names: tuple[str, ...]) -> list[str]:
+    chosen = list(names) or course.assignments()
+    if not chosen:
+        raise AutograderError(
+            f"no assignments in {course.root / 'source'}; create source/<assignment>/ first"
+        )
+    return chosen
+
+
+@cli.command("release")
+@click.argument("assignments", nargs=-1)
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 if release/ is stale.")
+@click.pass_obj
+def release_cmd(course: Course, assignments: tuple[str, ...], check: bool) -> None:
+    """Turn source/ASSIGNMENT into the student version in release/ (default: all)."""
+    from .release import release
+
+    stale = []
+    for name in _assignments(course, assignments):
+        report = release(course, name, check=check)
+        if check:
+            stale.extend(report.problems())
+        else:
+            changed = len(report.written) + len(report.extra)
+            click.echo(f"{name}: {changed} file(s) updated in {course.release(name)}")
+    if check:
+        if stale:
+            for line in stale:
+                click.echo(line)
+            click.echo("run 'autograder release' to bring release/ up to date", err=True)
+            sys.exit(1)
+        click.echo("release/ is up to date with source/")
+
+
+def _settings(
+    *,
+    unsafe: bool,
+    timeout_cell: float | None,
+    timeout_total: float | None,
+    memory_limit: str | None,
+    params: tuple[str, ...],
+) -> object:
+    from .grade import GradeSettings, parse_parameters
+
+    if memory_limit is not None:
+        from .config import parse_size
+
+        parse_size(memory_limit)
+    if not unsafe:
+        from .sandbox import require_sandbox
+
+        require_sandbox()
+    return GradeSettings(
+        sandbox=not unsafe,
+        timeout_cell=timeout_cell,
+        timeout_total=timeout_total,
+        memory_limit=memory_limit,
+        parameters=parse_parameters(params),
+    )
+
+
+_run_options = [
+    click.option("--timeout-cell", type=float, help="Seconds per cell (default: assignment.toml)."),
+    click.option("--timeout-total", type=float, help="Seconds per notebook (default: assignment.toml)."),
+    click.option("--memory-limit", help="Memory per kernel, e.g. 4G (default: assignment.toml)."),
+    click.option(
+        "--param",
+        "params",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Notebook parameter injected after the 'parameters' cell (repeatable).",
+    ),
+    click.option(
+        "--unsafe-no-sandbox",
+        "unsafe",
+        is_flag=True,
+        help="Run notebooks without the sandbox. Only for trusted notebooks.",
+    ),
+]
+
+
+def _with_run_options(func):  # type: ignore[no-untyped-def]
+    for option in reversed(_run_options):
+        func = option(func)
+    return func
+
+
+@cli.command("validate")
+@click.argument("assignment")
+@_with_run_options
+@click.pass_obj
+def validate_cmd(
+    course: Course,
+    assignment: str,
+    timeout_cell: float | None,
+    timeout_total: float | None,
+    memory_limit: str | None,
+    params: tuple[str, ...],
+    unsafe: bool,
+) -> None:
+    """Grade the instructor solution of ASSIGNMENT; every test and check must pass."""
+    from .validate import validate
+
+    settings = _settings(
+        unsafe=unsafe,
+        timeout_cell=timeout_cell,
+        timeout_total=timeout_total,
+        memory_limit=memory_limit,
+        params=params,
+    )
+    report = validate(course, assignment, settings=settings)  # type: ignore[arg-type]
+    result = report.result
+    click.echo(
+        f"{assignment}: {result.score:g} / {result.max_score:g} points, status {result.status}, "
+        f"{result.duration_s:.0f} s"
+    )
+    for line in report.manual:
+        click.echo(f"  manual: {line}")
+    if not report.ok:
+        for line in report.problems:
+            click.echo(f"  FAIL {line}")
+        sys.exit(1)
+    click.echo("  every test and check passes")
+
+
+def _parse_gpus(text: str) -> list[int]:
+    from .schedule import parse_gpus
+
+    return parse_gpus(text)
+
+
+@cli.command("grade")
+@click.argument("assignment")
+@click.option(
+    "--submissions",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of <student>/<assignment>/ submissions (default: <course>/submitted).",
+)
+@click.option("--workers", type=int, default=None, help="Kernels at once (default: one per GPU, else one per two cores).")
+@click.option("--gpus", default="none", show_default=True, help="GPUs to use: a list like 0,1, 'all' or 'none'.")
+@click.option("--per-gpu", type=int, default=1, show_default=True, help="Kernels sharing each GPU.")
+@click.option("--backend", default="local", show_default=True, help="local (process pool), inline or dask.")
+@click.option("--scheduler", help="Dask scheduler address (with --backend dask).")
+@click.option("--force", is_flag=True, help="Grade again even unchanged, already graded submissions.")
+@click.option("--student", "students", multiple=True, help="Grade only this student (repeatable).")
+@_with_run_options
+@click.pass_obj
+def grade_cmd(
+    course: Course,
+    assignment: str,
+    submissions: Path | None,
+    workers: int | None,
+    gpus: str,
+    per_gpu: int,
+    backend: str,
+    scheduler: str | None,
+    force: bool,
+    students: tuple[str, ...],
+    timeout_cell: float | None,
+    timeout_total: float | None,
+    memory_limit: str | None,
+    params: tuple[str, ...],
+    unsafe: bool,
+) -> None:
+    """Grade every new or changed submission of ASSIGNMENT and record it in the gradebook."""
+    from .grade import grade
+    from .schedule import default_workers
+
+    settings = _settings(
+        unsafe=unsafe,
+        timeout_cell=timeout_cell,
+        timeout_total=timeout_total,
+        memory_limit=memory_limit,
+        params=params,
+    )
+    gpu_list = _parse_gpus(gpus)
+    n_workers = workers or default_workers(gpu_list, per_gpu)
+
+    def show(result):  # type: ignore[no-untyped-def]
+        click.echo(
+            f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
+            f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.message}"
+        )
+
+    click.echo(f"grading {assignment} with {n_workers} worker(s)")
+    report = grade(
+        course,
+        assignment,
+        submissions=submissions,
+        settings=settings,  # type: ignore[arg-type]
+        force=force,
+        workers=n_workers,
+        backend=backend,
+        scheduler=scheduler,
+        gpus=gpu_list,
+        per_gpu=per_gpu,
+        students=students or None,
+        on_result=show,
+    )
+    for warning in report.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if report.skipped:
+        click.echo(
+            f"{len(report.skipped)} unchanged submission(s) already graded; --force grades "
+            "them again"
+        )
+    click.echo(f"{len(report.graded)} submission(s) graded; see 'autograder results {assignment}'")
+
+
+@cli.command("results")
+@click.argument("assignment")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per submission.")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a CSV with nbgrader's export columns (then status and per-item scores).",
+)
+@click.pass_obj
+def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path | None) -> None:
+    """Show the recorded results of ASSIGNMENT."""
+    import json
+
+    from .gradebook import load_results
+    from .results import results_table, write_csv
+
+    results = load_results(course.gradebook_url, assignment)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+    if csv_path is not None:
+        write_csv(results, csv_path, course=course)
+        click.echo(f"wrote {len(results)} row(s) to {csv_path}", err=as_json)
+    if not as_json and csv_path is None:
+        if not results:
+            click.echo(f"no results for {assignment} yet; run 'autograder grade {assignment}'")
+            return
+        results_table(results)
+
+
+@cli.command("demo")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-course"),
+    show_default=True,
+    help="Fresh folder for the demo course (replaced if it holds an earlier demo).",
+)
+@click.option("--workers", type=int, default=None, help="Kernels at once.")
+@click.option("--unsafe-no-sandbox", "unsafe", is_flag=True, help="Run without the sandbox.")
+def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
+    """The whole loop on the embedded digits: prepare, release, submit, grade, report."""
+    from .demo import run_demo
+
+    run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo)
 
 
 @cli.group()

@@ -39,12 +39,14 @@ class Course:
     """The folders of one course, in nbgrader's layout, under ``root``."""
 
     root: Path
+    #: Gradebook database URL; default: SQLite file gradebook.db in the course folder.
+    gradebook: str | None = None
 
     @classmethod
-    def at(cls, root: str | os.PathLike[str] | None = None) -> Course:
+    def at(cls, root: str | os.PathLike[str] | None = None, *, gradebook: str | None = None) -> Course:
         """The course in ``root``, else ``$AUTOGRADER_COURSE``, else the current folder."""
         chosen = root or os.environ.get("AUTOGRADER_COURSE") or "."
-        return cls(Path(chosen).resolve())
+        return cls(Path(chosen).resolve(), gradebook)
 
     def source(self, assignment: str) -> Path:
         return self.root / "source" / check_name("assignment", assignment)
@@ -71,7 +73,7 @@ class Course:
 
     @property
     def gradebook_url(self) -> str:
-        return f"sqlite:///{self.gradebook_path}"
+        return self.gradebook or f"sqlite:///{self.gradebook_path}"
 
     def data(self, dataset: str) -> Path:
         """Released inputs of a data set (what a kernel may read): train.csv, test.csv..."""

@@ -363,6 +363,25 @@ def _worst(statuses: Sequence[tuple[str, str]]) -> tuple[str, str]:
 # --- the coordinator --------------------------------------------------------------------------
 
 
+def parse_parameters(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values read as TOML (``3``, ``true``, ``"data"``), else as text."""
+    import tomllib
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise AutograderError(
+                f"--param {pair!r} is not KEY=VALUE with a Python name as KEY (e.g. EPOCHS=3)"
+            )
+        try:
+            out[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = raw.strip()
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class GradeReport:
     """What one ``grade`` run did."""

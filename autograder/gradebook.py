@@ -168,6 +168,7 @@ def record(url: str, result: SubmissionResult) -> None:
                 cell = gb.find_grade_cell(item.id, nb_name, result.assignment)
                 grade = Grade(cell_id=cell.id, notebook=notebooks[nb_name])
                 gb.db.add(grade)
+            # A pending manual item keeps no automatic score, exactly as nbgrader leaves it.
             grade.auto_score = None if item.needs_manual_grade else item.score
             grade.needs_manual_grade = bool(
                 item.needs_manual_grade or grade.manual_score is not None
@@ -235,3 +236,55 @@ def nbgrader_totals(url: str, assignment: str) -> dict[str, float]:
             row["student"]: float(row["score"])
             for row in gb.submission_dicts(assignment)
         }
+
+
+#: nbgrader's CSV export columns (nbgrader.plugins.export.CsvExportPlugin), in its order.
+NBGRADER_EXPORT_COLUMNS = (
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+)
+
+
+def export_rows(url: str, assignment: str) -> list[dict[str, str]]:
+    """nbgrader's export rows for ``assignment``: one per student, values as nbgrader writes them."""
+    from nbgrader.api import MissingEntry
+
+    rows = []
+    with open_gradebook(url) as gb:
+        try:
+            record_ = gb.find_assignment(assignment)
+        except MissingEntry:
+            return []
+        for student in gb.students:
+            row: dict[str, Any] = {
+                "assignment": record_.name,
+                "duedate": record_.duedate,
+                "student_id": student.id,
+                "last_name": student.last_name,
+                "first_name": student.first_name,
+                "email": student.email,
+                "max_score": record_.max_score,
+            }
+            try:
+                submission = gb.find_submission(assignment, student.id)
+            except MissingEntry:
+                row.update(timestamp="", raw_score=0.0, late_submission_penalty=0.0, score=0.0)
+            else:
+                penalty = submission.late_submission_penalty
+                row.update(
+                    timestamp=submission.timestamp,
+                    raw_score=submission.score,
+                    late_submission_penalty=penalty,
+                    score=max(0.0, submission.score - penalty),
+                )
+            rows.append({k: "" if v is None else str(v) for k, v in row.items()})
+    return rows

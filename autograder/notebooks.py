@@ -126,6 +126,8 @@ def parse_notebook(data: bytes, *, name: str) -> NotebookNode:
                 nb, version=4, version_minor=5, strip_invalid_metadata=True
             )
         nb = nbformat.from_dict(normalized)
+        if any("id" in cell for cell in nb.cells):
+            nb.nbformat_minor = max(int(nb.get("nbformat_minor", 0)), 5)  # ids need 4.5
     except Exception:
         pass  # a notebook normalize() cannot fix is still checked cell by cell below
     for index, cell in enumerate(nb.get("cells", [])):

@@ -127,3 +127,59 @@ class SubmissionResult:
     def with_items(self, items: Sequence[ItemResult], **changes: Any) -> SubmissionResult:
         """A copy with other items (and any other field changed)."""
         return dataclasses.replace(self, items=tuple(items), **changes)
+
+
+def results_table(results: Sequence[SubmissionResult]) -> None:
+    """Print a table of results (one row per submission, failed items named) to the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{results[0].assignment}: {len(results)} submission(s)" if results else "")
+    for column, justify in (
+        ("student", "left"),
+        ("status", "left"),
+        ("score", "right"),
+        ("lost points on", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for result in results:
+        lost = [f"{i.id}: {i.message}" for i in result.items if i.score < i.max_score]
+        status = result.status if not result.message else f"{result.status}\n{result.message}"
+        table.add_row(
+            result.student,
+            status,
+            f"{result.score:g} / {result.max_score:g}",
+            "\n".join(lost) or "-",
+        )
+    Console(width=160).print(table)
+
+
+def write_csv(results: Sequence[SubmissionResult], path: Any, *, course: Any) -> None:
+    """CSV with nbgrader's export columns (from the gradebook, so totals agree with
+    ``nbgrader export``), then status, message and one score column per item."""
+    import csv
+
+    from .gradebook import NBGRADER_EXPORT_COLUMNS, export_rows
+
+    assignment = results[0].assignment if results else ""
+    by_student = {r.student: r for r in results}
+    item_ids: list[str] = []
+    for result in results:
+        for item in result.items:
+            if item.id not in item_ids:
+                item_ids.append(item.id)
+    rows = export_rows(course.gradebook_url, assignment) if assignment else []
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([*NBGRADER_EXPORT_COLUMNS, "status", "message", *item_ids])
+        for row in rows:
+            result = by_student.get(row["student_id"])
+            scores = {i.id: f"{i.score:g}" for i in result.items} if result else {}
+            writer.writerow(
+                [
+                    *(row[c] for c in NBGRADER_EXPORT_COLUMNS),
+                    result.status if result else "missing",
+                    result.message if result else "no submission recorded",
+                    *(scores.get(i, "") for i in item_ids),
+                ]
+            )

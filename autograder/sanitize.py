@@ -62,7 +62,7 @@ def deduplicate_ids(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
             continue
         grade_id = str(meta.get("grade_id"))
         if grade_id in seen:
-            cell.metadata["nbgrader"] = {}
+            cell.metadata.pop("nbgrader", None)
             ctx.notes.append(
                 f"cell id {grade_id!r} appears more than once; only its last copy was graded"
             )
@@ -101,18 +101,14 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
 
     present: set[str] = set()
     for index, cell in enumerate(nb.cells, start=1):
-        meta = nbgrader_meta(cell)
-        if "grade_id" not in meta:
-            if "nbgrader" in cell.metadata and not isinstance(cell.metadata["nbgrader"], dict):
-                cell.metadata["nbgrader"] = {}
-            continue
-        grade_id = meta["grade_id"]
+        grade_id = nbgrader_meta(cell).get("grade_id")
         source_cell = ctx.source.cell(grade_id) if isinstance(grade_id, str) else None
         if source_cell is None:
-            # Unknown to the gradebook: nbgrader drops the id; we drop all grading flags so a
-            # forged cell cannot become a graded one.
-            cell.metadata["nbgrader"] = {}
+            # Unknown to the gradebook: nbgrader drops the id; we drop all its grading
+            # metadata, so a forged or stale cell can neither score nor break validation.
+            cell.metadata.pop("nbgrader", None)
             continue
+        meta = nbgrader_meta(cell)
         present.add(grade_id)
         if cell.cell_type != source_cell.cell_type:
             ctx.notes.append(
@@ -160,11 +156,11 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
 
 def check_metadata(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
     """nbgrader's CheckCellMetadata: the graded cells must now be well formed."""
-    from nbgrader.nbgraderformat import MetadataValidator, ValidationError
+    from nbgrader.nbgraderformat import MetadataValidator
 
     try:
         MetadataValidator().validate_nb(nb)
-    except ValidationError as exc:
+    except Exception as exc:  # ValidationError, SchemaTooOldError, SchemaTooNewError...
         raise InvalidNotebookError(
             f"the grading information of a cell is corrupted ({exc}); start again from the "
             "released notebook and copy your answers over"

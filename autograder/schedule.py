@@ -19,6 +19,51 @@ from .results import SubmissionResult
 Record = Callable[[SubmissionResult], None]
 
 
+def detect_gpus() -> list[int]:
+    """Indices of the NVIDIA GPUs of this machine (none when there is no driver)."""
+    import re
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20, check=False
+            ).stdout
+            return [int(m) for m in re.findall(r"^GPU (\d+):", out, re.MULTILINE)]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    from pathlib import Path
+
+    return sorted(int(p.name[6:]) for p in Path("/dev").glob("nvidia[0-9]*"))
+
+
+def parse_gpus(text: str) -> list[int]:
+    """``none``, ``all`` or a list like ``0,1`` -> GPU indices; ``all`` on a machine without
+    GPUs means none (the CPU is used, with the same results)."""
+    text = text.strip().lower()
+    if text in {"", "none", "cpu"}:
+        return []
+    if text == "all":
+        return detect_gpus()
+    try:
+        gpus = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--gpus {text!r}: write a list like 0,1, or 'all', or 'none'") from None
+    if any(g < 0 for g in gpus) or len(set(gpus)) != len(gpus):
+        raise ConfigError(f"--gpus {text!r}: GPU numbers must be distinct and not negative")
+    return gpus
+
+
+def default_workers(gpus: Sequence[int], per_gpu: int = 1) -> int:
+    """One kernel per GPU slot; without GPUs, one per two CPU cores (at least one)."""
+    import os
+
+    if gpus:
+        return len(gpus) * max(1, per_gpu)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 def gpu_slots(gpus: Sequence[int], per_gpu: int) -> list[tuple[int, ...]]:
     """One slot per kernel that may run at once: each GPU ``per_gpu`` times, or one CPU slot."""
     if per_gpu < 1:

@@ -32,14 +32,13 @@ def _first_line(text: str, limit: int = 200) -> str:
 
 
 def _failing_line(traceback: list[str]) -> str:
-    """The source line IPython marks with an arrow in the last frame of the cell's code."""
-    found = ""
+    """The line of the test cell itself that failed (IPython's arrow in the first frame)."""
     for block in traceback:
         for line in _plain(block).splitlines():
             match = _ARROW.match(line)
             if match and match.group(1).strip():
-                found = match.group(1).strip()
-    return found
+                return match.group(1).strip()
+    return ""
 
 
 def explain_failure(cell: NotebookNode) -> str:
@@ -55,6 +54,8 @@ def explain_failure(cell: NotebookNode) -> str:
             line = _failing_line(list(output.get("traceback", [])))
             what = f"{ename}: {evalue}" if evalue else ename
             where = f" at `{line[:160]}`" if line else ""
+            if ename == "NotImplementedError":
+                what += " (a solution cell still raises NotImplementedError: write your code there)"
             return f"the test failed{where}: {what}"
     for output in cell.get("outputs", []):
         if output.get("output_type") == "stream" and output.get("name") == "stderr":
@@ -154,6 +155,8 @@ def score_notebook(
 
 
 def _missing(grade_id: str, kind: str, points: float, notebook: str) -> ItemResult:
+    # nbgrader leaves a deleted cell's grade untouched, which flags it for a human to look at
+    # (needs_manual_grade defaults to true); the score stays 0 until someone does.
     return ItemResult(
         id=grade_id,
         kind=kind,
@@ -165,6 +168,7 @@ def _missing(grade_id: str, kind: str, points: float, notebook: str) -> ItemResu
             "notebook and keep its cells"
         ),
         notebook=notebook,
+        needs_manual_grade=True,
     )
 
 

@@ -1,0 +1,76 @@
+"""``autograder validate``: the instructor's solution, graded as a submission, must pass everything.
+
+The source notebooks (solutions and hidden tests in) are submitted by a pseudo-student and run
+through exactly the worker students go through (sandbox, limits, checks), without touching the
+gradebook. Every test cell and every check must pass; answer cells graded by hand are listed
+but do not fail validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+from . import release
+from .config import Course, load_assignment
+from .datasets import folder_name, heldout_meta
+from .grade import GradeJob, GradeSettings, grade_submission
+from .results import SubmissionResult
+
+INSTRUCTOR = "instructor-solution"
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidateReport:
+    """The instructor solution's result and what is wrong with it (nothing, when valid)."""
+
+    result: SubmissionResult
+    problems: tuple[str, ...]
+    manual: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate(
+    course: Course, assignment: str, *, settings: GradeSettings | None = None
+) -> ValidateReport:
+    """Grade the source notebooks of ``assignment`` and report every item that fails."""
+    settings = settings or GradeSettings()
+    config = load_assignment(course, assignment)
+    index = release.source_index(course, config)
+    for dataset in {c.dataset for c in config.checks} | ({config.dataset} - {""}):
+        heldout_meta(course, dataset)  # says how to prepare it when missing
+    scratch = Path(tempfile.mkdtemp(prefix="autograder-validate-"))
+    try:
+        submission = scratch / "submission"
+        shutil.copytree(course.source(assignment), submission)
+        (submission / "assignment.toml").unlink(missing_ok=True)
+        job = GradeJob(
+            student=INSTRUCTOR,
+            config=config,
+            submission=submission,
+            autograded=scratch / "autograded" / assignment,
+            source=index,
+            assignment_files=course.release(assignment),
+            data_dir=course.data(folder_name(config.dataset)) if config.dataset else None,
+            heldout={c.dataset: course.heldout(folder_name(c.dataset)) for c in config.checks},
+            fingerprint="",
+            settings=settings,
+        )
+        result = grade_submission(job)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    problems = []
+    if result.status != "graded":
+        problems.append(f"the notebook did not run cleanly ({result.status}): {result.message}")
+    manual = []
+    for item in result.items:
+        if item.kind == "manual":
+            manual.append(f"{item.id}: graded by hand ({item.max_score:g} points)")
+        elif not item.passed:
+            problems.append(f"{item.id} ({item.kind}): {item.message}")
+    return ValidateReport(result, tuple(problems), tuple(manual))

@@ -1,0 +1,166 @@
+"""Shared fixtures: a tiny pure-Python nbgrader assignment (no TensorFlow) and its variants."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from autograder.config import Course
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "compat" / "nbgrader-fixtures"
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def graded(cell: NotebookNode, grade_id: str, *, grade=False, solution=False, locked=False, points=None):
+    meta = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": locked,
+        "schema_version": 3,
+        "solution": solution,
+    }
+    if points is not None:
+        meta["points"] = points
+    cell.metadata["nbgrader"] = meta
+    cell.id = grade_id
+    return cell
+
+
+SOLUTION_SQUARES = (
+    "def squares(n):\n"
+    "    ### BEGIN SOLUTION\n"
+    "    return [i * i for i in range(1, n + 1)]\n"
+    "    ### END SOLUTION"
+)
+SOLUTION_TOTAL = (
+    "def total(n):\n    ### BEGIN SOLUTION\n    return sum(squares(n))\n    ### END SOLUTION"
+)
+
+
+def tiny_source() -> NotebookNode:
+    """Instructor notebook: two solution cells, two tests (one with hidden asserts), one
+    answer graded by hand, a parameters cell."""
+    params = new_code_cell("N = 3")
+    params.metadata["tags"] = ["parameters"]
+    params.id = "params"
+    header = new_markdown_cell("# Tiny assignment\nWrite `squares` and `total`.")
+    header.id = "header"
+    cells = [
+        graded(header, "header", locked=True),
+        params,
+        graded(new_code_cell(SOLUTION_SQUARES), "squares", solution=True),
+        graded(
+            new_code_cell(
+                "assert squares(3) == [1, 4, 9]\n"
+                "### BEGIN HIDDEN TESTS\n"
+                "assert squares(1) == [1]\n"
+                "### END HIDDEN TESTS"
+            ),
+            "test_squares",
+            grade=True,
+            points=2,
+        ),
+        graded(new_code_cell(SOLUTION_TOTAL), "total", solution=True),
+        graded(new_code_cell("assert total(N) == 14"), "test_total", grade=True, points=1),
+        graded(
+            new_markdown_cell("YOUR ANSWER HERE"),
+            "explain",
+            grade=True,
+            solution=True,
+            points=1,
+        ),
+    ]
+    nb = new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC})
+    return nb
+
+
+def write_nb(nb: NotebookNode, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def tiny_course(tmp_path: Path) -> Course:
+    """A course with the released 'tiny' assignment and no submissions yet."""
+    from autograder.release import release
+
+    root = tmp_path / "course"
+    write_nb(tiny_source(), root / "source" / "tiny" / "tiny.ipynb")
+    (root / "source" / "tiny" / "assignment.toml").write_text(
+        "[assignment]\ntitle = 'Tiny'\n\n[execute]\ntimeout_cell = 20\ntimeout_total = 60\n"
+    )
+    (root / "source" / "tiny" / "notes.txt").write_text("released with the notebook\n")
+    course = Course.at(root)
+    release(course, "tiny")
+    return course
+
+
+def released(course: Course, assignment: str = "tiny") -> NotebookNode:
+    return nbformat.read(course.release(assignment) / f"{assignment}.ipynb", as_version=4)
+
+
+def complete(course: Course) -> NotebookNode:
+    """The released notebook with both solutions written and the answer given."""
+    nb = released(course)
+    for cell in nb.cells:
+        gid = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "squares":
+            cell.source = "def squares(n):\n    return [i * i for i in range(1, n + 1)]"
+        elif gid == "total":
+            cell.source = "def total(n):\n    return sum(squares(n))"
+        elif gid == "explain":
+            cell.source = "The sum of the first n squares."
+    return nb
+
+
+def with_cell(nb: NotebookNode, grade_id: str, source: str) -> NotebookNode:
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
+            cell.source = source
+    return nb
+
+
+@pytest.fixture
+def submit(tiny_course: Course) -> Callable[..., Path]:
+    """submit(student, notebook or bytes, name='tiny.ipynb') -> the submission folder."""
+
+    def _submit(student: str, content: NotebookNode | bytes | str, name: str = "tiny.ipynb") -> Path:
+        folder = tiny_course.submitted(student, "tiny")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        if isinstance(content, bytes):
+            target.write_bytes(content)
+        elif isinstance(content, str):
+            target.write_text(content)
+        else:
+            nbformat.write(content, target)
+        return folder
+
+    return _submit
+
+
+def copy_fixture(name: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FIXTURES / name, dest)
+    return dest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the gpu tests on machines without a CUDA device, saying so."""
+    from autograder.schedule import detect_gpus
+
+    if detect_gpus():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,189 @@
+"""Grading a class end to end on the tiny assignment: scores, statuses, bad input, reruns."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import complete, released, with_cell
+
+from autograder import gradebook
+from autograder.cli import cli
+from autograder.grade import GradeSettings, grade
+
+UNSAFE = GradeSettings(sandbox=False)
+
+
+def by_student(report):
+    return {r.student: r for r in report.graded}
+
+
+def test_a_class_with_good_and_broken_submissions_is_graded_whole(tiny_course, submit):
+    submit("alice", complete(tiny_course))
+    submit("bob", released(tiny_course))
+    submit("carol", with_cell(complete(tiny_course), "squares", "raise ValueError('stuck')"))
+    submit("dave", b"this is not a notebook\n")
+    submit("erin", b"")
+    submit("frank", b'{"cells": [')
+    (tiny_course.submitted_root / "gina").mkdir(parents=True)  # folder, but no tiny/ in it
+
+    results = by_student(grade(tiny_course, "tiny", settings=UNSAFE, backend="inline"))
+
+    assert set(results) == {"alice", "bob", "carol", "dave", "erin", "frank", "gina"}
+    alice = results["alice"]
+    assert alice.status == "graded"
+    assert [(i.id, i.score) for i in alice.items] == [
+        ("test_squares", 2.0),
+        ("test_total", 1.0),
+        ("explain", 0.0),
+    ]
+    assert alice.item("explain").needs_manual_grade
+    assert alice.item("explain").message == "answered; this item is graded by hand"
+
+    bob = results["bob"]
+    assert bob.status == "graded"
+    assert bob.score == 0
+    assert bob.item("test_squares").message == (
+        "the test failed at `assert squares(3) == [1, 4, 9]`: NotImplementedError (a solution "
+        "cell still raises NotImplementedError: write your code there)"
+    )
+    assert bob.item("explain").message == (
+        "no answer: the cell is unchanged from the released notebook"
+    )
+
+    carol = results["carol"]
+    assert carol.status == "graded"
+    assert carol.item("test_squares").score == 0
+    assert carol.item("test_total").message.startswith("the test failed at `assert total(N) == 14`")
+
+    assert results["dave"].status == "invalid-notebook"
+    assert results["dave"].message == (
+        "tiny.ipynb is not valid notebook JSON (line 1, column 1: Expecting value); download "
+        "the notebook again from Jupyter (File > Download) and submit that file"
+    )
+    assert results["erin"].status == "invalid-notebook"
+    assert results["erin"].message == (
+        "tiny.ipynb is empty; save the notebook in Jupyter (File > Save) and submit it again"
+    )
+    assert results["frank"].message.startswith(
+        "tiny.ipynb is not valid notebook JSON (it ends too early (the file is truncated))"
+    )
+    assert results["gina"].status == "missing"
+    for student in ("dave", "erin", "frank", "gina"):
+        assert results[student].score == 0
+        assert results[student].max_score == 4
+        assert all(i.message for i in results[student].items)
+
+
+def test_a_notebook_of_another_assignment_is_named_as_such(tiny_course, submit, tmp_path):
+    from conftest import copy_fixture
+
+    folder = submit("hal", complete(tiny_course))
+    copy_fixture("test.ipynb", folder / "tiny.ipynb")
+    (result,) = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline").graded
+    assert result.status == "invalid-notebook"
+    assert result.message == (
+        "tiny.ipynb has none of this assignment's graded cells: it looks like a notebook of "
+        "another assignment; submit your copy of the released tiny.ipynb"
+    )
+
+
+def test_a_lone_notebook_with_another_name_is_graded_with_a_note(tiny_course, submit):
+    submit("ivan", complete(tiny_course), name="tiny (1).ipynb")
+    (result,) = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline").graded
+    assert result.status == "graded"
+    assert result.score == 3
+    assert "tiny (1).ipynb was graded as tiny.ipynb" in result.details["notes"]
+
+
+def test_rerun_skips_unchanged_and_regrades_changed_submissions(tiny_course, submit):
+    submit("alice", complete(tiny_course))
+    submit("bob", released(tiny_course))
+    first = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline")
+    assert len(first.graded) == 2
+
+    again = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline")
+    assert again.graded == ()
+    assert sorted(again.skipped) == ["alice", "bob"]
+
+    submit("bob", complete(tiny_course))  # bob resubmits, fixed
+    third = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline")
+    assert [r.student for r in third.graded] == ["bob"]
+    assert third.graded[0].score == 3
+
+    forced = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline", force=True)
+    assert sorted(r.student for r in forced.graded) == ["alice", "bob"]
+    # One result row and one nbgrader submission per student, however often graded.
+    assert [r.student for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")] == [
+        "alice",
+        "bob",
+    ]
+    assert gradebook.nbgrader_totals(tiny_course.gradebook_url, "tiny") == {
+        "alice": 3.0,
+        "bob": 3.0,
+    }
+
+
+def test_results_json_follows_the_design_schema(tiny_course, submit):
+    submit("alice", complete(tiny_course))
+    submit("dave", b"not json")
+    runner = CliRunner()
+    out = runner.invoke(
+        cli,
+        ["--course-dir", str(tiny_course.root), "grade", "tiny", "--unsafe-no-sandbox", "--backend", "inline"],
+    )
+    assert out.exit_code == 0, out.output
+    res = runner.invoke(cli, ["--course-dir", str(tiny_course.root), "results", "tiny", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [d["student"] for d in data] == ["alice", "dave"]
+    for entry in data:
+        assert {"student", "assignment", "status", "score", "max_score", "items"} <= set(entry)
+        for item in entry["items"]:
+            assert set(item) == {"id", "kind", "score", "max_score", "passed", "message"}
+            assert item["kind"] in {"test", "manual", "accuracy", "csv"}
+    assert data[0]["status"] == "graded"
+    assert data[0]["score"] == 3.0
+    assert data[1]["status"] == "invalid-notebook"
+
+
+def test_csv_export_agrees_with_nbgrader_totals(tiny_course, submit, tmp_path):
+    import csv
+
+    submit("alice", complete(tiny_course))
+    submit("bob", released(tiny_course))
+    grade(tiny_course, "tiny", settings=UNSAFE, backend="inline")
+    path = tmp_path / "grades.csv"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["--course-dir", str(tiny_course.root), "results", "tiny", "--csv", str(path)]
+    )
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(path.open()))
+    assert [r["student_id"] for r in rows] == ["alice", "bob"]
+    assert [float(r["score"]) for r in rows] == [3.0, 0.0]
+    assert rows[0]["max_score"] == "4.0"
+    assert rows[0]["status"] == "graded"
+    assert rows[0]["test_squares"] == "2"
+
+    # The same file nbgrader's own exporter writes has the same totals.
+    from nbgrader.apps import NbGraderAPI
+    from traitlets.config import Config
+
+    config = Config()
+    config.CourseDirectory.root = str(tiny_course.root)
+    api = NbGraderAPI(config=config)
+    nbgrader_rows = {s["student"]: s["score"] for s in api.get_submissions("tiny")}
+    assert nbgrader_rows == {"alice": 3.0, "bob": 0.0}
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_local_pool_grades_in_worker_processes(tiny_course, submit, workers):
+    submit("alice", complete(tiny_course))
+    submit("bob", released(tiny_course))
+    submit("carol", b"")
+    results = by_student(
+        grade(tiny_course, "tiny", settings=UNSAFE, backend="local", workers=workers)
+    )
+    assert {s: r.score for s, r in results.items()} == {"alice": 3, "bob": 0, "carol": 0}
