@@ -225,6 +225,10 @@ def _check_types(obj: Any, where: str) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         expected = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        optional = expected.endswith(" | None")
+        expected = expected.removesuffix(" | None")
+        if optional and value is None:
+            continue
         if expected == "float" and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(obj, f.name, float(value))
         elif expected == "float" and not isinstance(value, float):

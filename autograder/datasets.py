@@ -212,6 +212,7 @@ def load_fashion_mnist_splits(folder: Path = FASHION_MNIST_DIR) -> Splits:
 
 def load_mnist_splits() -> Splits:
     """MNIST through Keras' own loader (downloads once into ~/.keras/datasets)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
     try:
         from keras.datasets import mnist
 

@@ -12,11 +12,11 @@ import copy
 import json
 import os
 import stat
-import warnings
 from pathlib import Path
 from typing import Any
 
 import nbformat
+from nbformat.v3.rwbase import rejoin_lines as rejoin_v3
 from nbformat import NotebookNode
 
 from .errors import InvalidNotebookError
@@ -111,34 +111,64 @@ def parse_notebook(data: bytes, *, name: str) -> NotebookNode:
         raise InvalidNotebookError(
             f"{name} has nbformat {version}, newer than this grader understands (4)"
         )
-    try:
-        nb = nbformat.reads(json.dumps(raw), as_version=4)
-    except Exception as exc:
-        raise InvalidNotebookError(
-            f"{name} could not be read as a notebook ({type(exc).__name__}: {exc})"
-        ) from None
-    # Submissions from Colab and old Jupyter versions often carry small schema slips
-    # (a stray key, no cell ids); normalise rather than reject, then insist on the basics.
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nbformat warns about the very slips we normalise
-            _, normalized = nbformat.validator.normalize(
-                nb, version=4, version_minor=5, strip_invalid_metadata=True
-            )
-        nb = nbformat.from_dict(normalized)
-        if any("id" in cell for cell in nb.cells):
-            nb.nbformat_minor = max(int(nb.get("nbformat_minor", 0)), 5)  # ids need 4.5
-    except Exception:
-        pass  # a notebook normalize() cannot fix is still checked cell by cell below
-    for index, cell in enumerate(nb.get("cells", [])):
-        if not isinstance(cell, dict) or cell.get("cell_type") not in {"code", "markdown", "raw"}:
+    nb = nbformat.from_dict(raw)
+    if version == 3:
+        try:
+            nb = nbformat.convert(rejoin_v3(nb), 4)
+        except Exception as exc:
+            raise InvalidNotebookError(
+                f"{name} is an nbformat 3 notebook that could not be converted "
+                f"({type(exc).__name__}: {exc}); open it in a current Jupyter and save it"
+            ) from None
+    return _clean(nb, name)
+
+
+#: The keys nbformat 4.5 allows on a cell, by cell type.
+_CELL_KEYS = {
+    "code": {"id", "cell_type", "metadata", "source", "outputs", "execution_count"},
+    "markdown": {"id", "cell_type", "metadata", "source", "attachments"},
+    "raw": {"id", "cell_type", "metadata", "source", "attachments"},
+}
+
+
+def _clean(nb: NotebookNode, name: str) -> NotebookNode:
+    """Keep what nbformat 4.5 allows; repair the slips Colab and old Jupyters make.
+
+    Submissions often carry a stray key, no cell ids or odd metadata; those are repaired
+    rather than rejected. A cell that is not a cell at all is rejected.
+    """
+    from nbformat.v4.nbbase import random_cell_id
+
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        raise InvalidNotebookError(f"{name} has no list of cells; submit the .ipynb file")
+    if not isinstance(nb.get("metadata"), dict):
+        nb["metadata"] = NotebookNode()
+    seen_ids: set[str] = set()
+    for index, cell in enumerate(cells):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in _CELL_KEYS:
             raise InvalidNotebookError(f"{name}: cell {index + 1} is not a valid notebook cell")
-        if not isinstance(cell.get("source", ""), str):
+        source = cell.get("source", "")
+        if isinstance(source, list) and all(isinstance(s, str) for s in source):
+            source = "".join(source)
+        if not isinstance(source, str):
             raise InvalidNotebookError(f"{name}: cell {index + 1} has no readable source")
-        cell.setdefault("metadata", NotebookNode())
+        cell["source"] = source
+        for key in set(cell) - _CELL_KEYS[cell["cell_type"]]:
+            del cell[key]
+        if not isinstance(cell.get("metadata"), dict):
+            cell["metadata"] = NotebookNode()
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or not cell_id or cell_id in seen_ids or len(cell_id) > 64:
+            cell["id"] = random_cell_id()
+        seen_ids.add(cell["id"])
         if cell["cell_type"] == "code":
-            cell.setdefault("outputs", [])
+            # Outputs are cleared before grading anyway; only their shape must be sane.
+            if not isinstance(cell.get("outputs"), list):
+                cell["outputs"] = []
             cell.setdefault("execution_count", None)
+    nb.nbformat = 4
+    nb.nbformat_minor = 5
     return nb
 
 

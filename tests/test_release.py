@@ -1,0 +1,124 @@
+"""release: student versions from nbgrader's preprocessors; --check catches a stale release/."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES, tiny_source, write_nb
+
+from autograder.cli import cli
+from autograder.config import Course
+from autograder.release import GRADEBOOK_STEPS, RELEASE_STEPS, release
+
+
+def _invoke(course: Course, *args: str):
+    return CliRunner().invoke(cli, ["--course-dir", str(course.root), *args])
+
+
+def test_release_strips_solutions_hidden_tests_and_outputs(tiny_course):
+    text = (tiny_course.release("tiny") / "tiny.ipynb").read_text()
+    assert "BEGIN SOLUTION" not in text and "return [i * i" not in text
+    assert "HIDDEN TESTS" not in text and "squares(1) == [1]" not in text
+    nb = nbformat.read(tiny_course.release("tiny") / "tiny.ipynb", as_version=4)
+    squares = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "squares")
+    assert "raise NotImplementedError()" in squares.source
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    # Non-notebook files go along; the grader's configuration does not.
+    assert (tiny_course.release("tiny") / "notes.txt").read_text() == "released with the notebook\n"
+    assert not (tiny_course.release("tiny") / "assignment.toml").exists()
+
+
+def test_release_is_byte_stable_and_check_passes_after_it(tiny_course):
+    before = (tiny_course.release("tiny") / "tiny.ipynb").read_bytes()
+    report = release(tiny_course, "tiny")
+    assert report.written == ()
+    assert (tiny_course.release("tiny") / "tiny.ipynb").read_bytes() == before
+    result = _invoke(tiny_course, "release", "--check")
+    assert result.exit_code == 0, result.output
+    assert result.output == "release/ is up to date with source/\n"
+
+
+def test_check_names_every_stale_missing_and_extra_file_and_writes_nothing(tiny_course):
+    src = tiny_course.source("tiny") / "tiny.ipynb"
+    nb = nbformat.read(src, as_version=4)
+    nb.cells[0].source += "\nNow with more words."
+    nbformat.write(nb, src)
+    (tiny_course.source("tiny") / "extra.csv").write_text("a,b\n")
+    (tiny_course.release("tiny") / "old.txt").write_text("left over\n")
+    before = (tiny_course.release("tiny") / "tiny.ipynb").read_bytes()
+
+    result = _invoke(tiny_course, "release", "--check")
+
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "release/tiny/tiny.ipynb is stale (source/ changed since the last release)",
+        "release/tiny/extra.csv is missing",
+        "release/tiny/old.txt is not produced by source/ any more",
+    ]
+    assert "run 'autograder release' to bring release/ up to date" in result.stderr
+    assert (tiny_course.release("tiny") / "tiny.ipynb").read_bytes() == before
+    assert _invoke(tiny_course, "release").exit_code == 0
+    assert _invoke(tiny_course, "release", "--check").exit_code == 0
+    assert not (tiny_course.release("tiny") / "old.txt").exists()
+
+
+def test_unknown_assignment_is_a_usage_error_naming_the_known_ones(tiny_course):
+    result = _invoke(tiny_course, "release", "nope")
+    assert result.exit_code == 2
+    assert f"error: no assignment 'nope' in {tiny_course.root / 'source'} (assignments: tiny)" in (
+        result.stderr
+    )
+
+
+def test_step_order_is_nbgraders_generate_assignment_order():
+    assert GRADEBOOK_STEPS == (
+        "lock_cells",
+        "clear_solutions",
+        "clear_outputs",
+        "check_metadata",
+        "compute_checksums",
+    )
+    assert RELEASE_STEPS == (
+        *GRADEBOOK_STEPS,
+        "clear_hidden_tests",
+        "clear_mark_scheme",
+        "compute_checksums",
+        "check_metadata",
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"nbgrader fixtures not found at {FIXTURES}")
+def test_release_equals_nbgrader_generate_assignment(tmp_path):
+    for name in ("test.ipynb", "test-hidden-tests.ipynb"):
+        root = tmp_path / name
+        nb = nbformat.read(FIXTURES / name, as_version=4)
+        write_nb(nb, root / "source" / "ps1" / "p1.ipynb")
+        course = Course.at(root)
+        release(course, "ps1")
+        ours = json.loads((course.release("ps1") / "p1.ipynb").read_text())
+
+        theirs_root = tmp_path / f"{name}-nbgrader"
+        write_nb(nb, theirs_root / "source" / "ps1" / "p1.ipynb")
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        proc = subprocess.run(
+            [sys.executable, "-m", "nbgrader", "generate_assignment", "ps1", "--force",
+             "--CourseDirectory.db_assignments=[{'name': 'ps1'}]"],
+            cwd=theirs_root, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        theirs = json.loads((theirs_root / "release" / "ps1" / "p1.ipynb").read_text())
+        assert [c["source"] for c in ours["cells"]] == [c["source"] for c in theirs["cells"]]
+        assert [c["metadata"] for c in ours["cells"]] == [c["metadata"] for c in theirs["cells"]]
+
+
+def test_tiny_source_round_trips(tmp_path):
+    path = write_nb(tiny_source(), tmp_path / "t.ipynb")
+    assert nbformat.read(path, as_version=4).cells[2].metadata.nbgrader.grade_id == "squares"
