@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
 from .config import Course
 from .errors import AutograderError
+
+if TYPE_CHECKING:
+    from .grade import GradeSettings
+    from .results import SubmissionResult
 
 
 class _Group(click.Group):
@@ -90,7 +96,7 @@ def _settings(
     timeout_total: float | None,
     memory_limit: str | None,
     params: tuple[str, ...],
-) -> object:
+) -> GradeSettings:
     from .grade import GradeSettings, parse_parameters
 
     if memory_limit is not None:
@@ -112,7 +118,9 @@ def _settings(
 
 _run_options = [
     click.option("--timeout-cell", type=float, help="Seconds per cell (default: assignment.toml)."),
-    click.option("--timeout-total", type=float, help="Seconds per notebook (default: assignment.toml)."),
+    click.option(
+        "--timeout-total", type=float, help="Seconds per notebook (default: assignment.toml)."
+    ),
     click.option("--memory-limit", help="Memory per kernel, e.g. 4G (default: assignment.toml)."),
     click.option(
         "--param",
@@ -130,7 +138,7 @@ _run_options = [
 ]
 
 
-def _with_run_options(func):  # type: ignore[no-untyped-def]
+def _with_run_options(func: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(_run_options):
         func = option(func)
     return func
@@ -159,7 +167,7 @@ def validate_cmd(
         memory_limit=memory_limit,
         params=params,
     )
-    report = validate(course, assignment, settings=settings)  # type: ignore[arg-type]
+    report = validate(course, assignment, settings=settings)
     result = report.result
     click.echo(
         f"{assignment}: {result.score:g} / {result.max_score:g} points, status {result.status}, "
@@ -187,12 +195,26 @@ def _parse_gpus(text: str) -> list[int]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder of <student>/<assignment>/ submissions (default: <course>/submitted).",
 )
-@click.option("--workers", type=int, default=None, help="Kernels at once (default: one per GPU, else one per two cores).")
-@click.option("--gpus", default="none", show_default=True, help="GPUs to use: a list like 0,1, 'all' or 'none'.")
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="Kernels at once (default: one per GPU, else one per two cores).",
+)
+@click.option(
+    "--gpus",
+    default="none",
+    show_default=True,
+    help="GPUs to use: a list like 0,1, 'all' or 'none'.",
+)
 @click.option("--per-gpu", type=int, default=1, show_default=True, help="Kernels sharing each GPU.")
-@click.option("--backend", default="local", show_default=True, help="local (process pool), inline or dask.")
+@click.option(
+    "--backend", default="local", show_default=True, help="local (process pool), inline or dask."
+)
 @click.option("--scheduler", help="Dask scheduler address (with --backend dask).")
-@click.option("--force", is_flag=True, help="Grade again even unchanged, already graded submissions.")
+@click.option(
+    "--force", is_flag=True, help="Grade again even unchanged, already graded submissions."
+)
 @click.option("--student", "students", multiple=True, help="Grade only this student (repeatable).")
 @_with_run_options
 @click.pass_obj
@@ -227,7 +249,7 @@ def grade_cmd(
     gpu_list = _parse_gpus(gpus)
     n_workers = workers or default_workers(gpu_list, per_gpu)
 
-    def show(result):  # type: ignore[no-untyped-def]
+    def show(result: SubmissionResult) -> None:
         click.echo(
             f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
             f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.message}"
@@ -238,7 +260,7 @@ def grade_cmd(
         course,
         assignment,
         submissions=submissions,
-        settings=settings,  # type: ignore[arg-type]
+        settings=settings,
         force=force,
         workers=n_workers,
         backend=backend,
@@ -260,7 +282,9 @@ def grade_cmd(
 
 @cli.command("results")
 @click.argument("assignment")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per submission.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON list, one object per submission."
+)
 @click.option(
     "--csv",
     "csv_path",

@@ -43,7 +43,9 @@ class Course:
     gradebook: str | None = None
 
     @classmethod
-    def at(cls, root: str | os.PathLike[str] | None = None, *, gradebook: str | None = None) -> Course:
+    def at(
+        cls, root: str | os.PathLike[str] | None = None, *, gradebook: str | None = None
+    ) -> Course:
         """The course in ``root``, else ``$AUTOGRADER_COURSE``, else the current folder."""
         chosen = root or os.environ.get("AUTOGRADER_COURSE") or "."
         return cls(Path(chosen).resolve(), gradebook)

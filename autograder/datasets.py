@@ -326,7 +326,7 @@ def write_kaggle_layout(splits: Splits, released: Path, heldout: Path, name: str
     if splits.test_y is not None:
         public = np.zeros(n_test, dtype=bool)
         rng = np.random.Generator(np.random.PCG64(SPLIT_SEED + 1))
-        public[rng.permutation(n_test)[: int(round(PUBLIC_FRACTION * n_test))]] = True
+        public[rng.permutation(n_test)[: round(PUBLIC_FRACTION * n_test)]] = True
         lines = ["ImageId,Label,Usage"] + [
             f"{i},{int(y)},{'Public' if p else 'Private'}"
             for i, (y, p) in enumerate(zip(splits.test_y.tolist(), public, strict=True), start=1)
@@ -357,7 +357,9 @@ def write_kaggle_layout(splits: Splits, released: Path, heldout: Path, name: str
     return PreparedData(name, released, heldout, counts, splits.classes, splits.source)
 
 
-def prepare(name: str, *, course: Course, loader: Callable[[], Splits] | None = None) -> PreparedData:
+def prepare(
+    name: str, *, course: Course, loader: Callable[[], Splits] | None = None
+) -> PreparedData:
     """Prepare data set ``name`` in ``course`` (see the module docstring for the files)."""
     if loader is None:
         if name not in SOURCES:

@@ -18,6 +18,7 @@ a plain local kernel with ``--unsafe-no-sandbox`` and in some tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import time
@@ -103,7 +104,7 @@ class _GradingClient(NotebookClient):
         if msg_type == "error":
             tb = list(content.get("traceback", []))
             if len(tb) > MAX_TRACEBACK_LINES:
-                tb = tb[:5] + ["... traceback shortened ..."] + tb[-(MAX_TRACEBACK_LINES - 6) :]
+                tb = [*tb[:5], "... traceback shortened ...", *tb[-(MAX_TRACEBACK_LINES - 6) :]]
             content["traceback"] = [line[:4000] for line in tb]
             content["evalue"] = str(content.get("evalue", ""))[:4000]
             return super().output(outs, msg, display_id, cell_index)
@@ -367,10 +368,8 @@ async def _shutdown(km: Any) -> None:
             await _maybe_await(kill())
     cleanup = getattr(km, "cleanup_resources", None)
     if cleanup is not None:
-        try:
+        with contextlib.suppress(Exception):  # best effort: the kernel is already gone
             await _maybe_await(cleanup())
-        except Exception:
-            pass
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -379,7 +378,9 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-def kernel_env(workdir: Path, *, gpus: Sequence[int] = (), extra: Mapping[str, str] = {}) -> dict[str, str]:
+def kernel_env(
+    workdir: Path, *, gpus: Sequence[int] = (), extra: Mapping[str, str] = {}
+) -> dict[str, str]:
     """The environment a kernel starts with: minimal, no grader secrets, no display."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

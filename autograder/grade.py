@@ -23,7 +23,7 @@ from typing import Any
 from nbformat import NotebookNode
 
 from . import gradebook, release
-from .config import AssignmentConfig, Course, check_name, load_assignment, parse_size
+from .config import AssignmentConfig, Course, check_name, load_assignment
 from .errors import AutograderError, InvalidNotebookError
 from .execute import ExecutionLimits, ExecutionOutcome, KernelFactory, execute_notebook, kernel_env
 from .notebooks import read_notebook, write_notebook
@@ -117,7 +117,9 @@ def copy_submission(src: Path, dest: Path) -> list[str]:
     return notes
 
 
-def fingerprint_submission(folder: Path, assignment_fingerprint: str, settings: GradeSettings) -> str:
+def fingerprint_submission(
+    folder: Path, assignment_fingerprint: str, settings: GradeSettings
+) -> str:
     """Changes when the submitted files, the assignment or the grading settings change."""
     digest = hashlib.sha256()
     digest.update(assignment_fingerprint.encode())
@@ -392,7 +394,9 @@ class GradeReport:
     warnings: tuple[str, ...]
 
 
-def discover_students(root: Path, assignment: str, known: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+def discover_students(
+    root: Path, assignment: str, known: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
     """Students with a folder under ``root`` (plus ``known`` ones), and warnings on odd names."""
     warnings: list[str] = []
     students: set[str] = set(known)
@@ -431,17 +435,13 @@ def build_jobs(
     known_students = _gradebook_students(course.gradebook_url)
     found, warnings = discover_students(root, assignment, known_students)
     if students:
-        found = [s for s in found if s in set(students)] + [
-            s for s in students if s not in found
-        ]
+        found = [s for s in found if s in set(students)] + [s for s in students if s not in found]
     recorded = gradebook.fingerprints(course.gradebook_url, assignment)
     data_dir = None
     if config.dataset:
         heldout_meta(course, config.dataset)  # says how to prepare it when missing
         data_dir = course.data(folder_name(config.dataset))
-    heldout = {
-        c.dataset: course.heldout(folder_name(c.dataset)) for c in config.checks
-    }
+    heldout = {c.dataset: course.heldout(folder_name(c.dataset)) for c in config.checks}
     for dataset in heldout:
         heldout_meta(course, dataset)
     jobs, skipped = [], []

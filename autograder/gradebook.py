@@ -221,9 +221,7 @@ def load_results(url: str, assignment: str) -> list[SubmissionResult]:
 
     with open_gradebook(url) as gb:
         rows = gb.db.execute(
-            text(
-                "SELECT record FROM autograder_results WHERE assignment = :a ORDER BY student"
-            ),
+            text("SELECT record FROM autograder_results WHERE assignment = :a ORDER BY student"),
             {"a": assignment},
         ).fetchall()
     return [SubmissionResult.from_record(json.loads(row[0])) for row in rows]
@@ -232,10 +230,7 @@ def load_results(url: str, assignment: str) -> list[SubmissionResult]:
 def nbgrader_totals(url: str, assignment: str) -> dict[str, float]:
     """Each student's total as nbgrader itself computes it (what ``nbgrader export`` shows)."""
     with open_gradebook(url) as gb:
-        return {
-            row["student"]: float(row["score"])
-            for row in gb.submission_dicts(assignment)
-        }
+        return {row["student"]: float(row["score"]) for row in gb.submission_dicts(assignment)}
 
 
 #: nbgrader's CSV export columns (nbgrader.plugins.export.CsvExportPlugin), in its order.
@@ -255,7 +250,7 @@ NBGRADER_EXPORT_COLUMNS = (
 
 
 def export_rows(url: str, assignment: str) -> list[dict[str, str]]:
-    """nbgrader's export rows for ``assignment``: one per student, values as nbgrader writes them."""
+    """nbgrader's export rows for ``assignment``: one per student, as nbgrader writes them."""
     from nbgrader.api import MissingEntry
 
     rows = []

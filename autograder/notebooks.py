@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from nbformat.v3.rwbase import rejoin_lines as rejoin_v3
 from nbformat import NotebookNode
+from nbformat.v3.rwbase import rejoin_lines as rejoin_v3
 
 from .errors import InvalidNotebookError
 
@@ -97,7 +97,7 @@ def parse_notebook(data: bytes, *, name: str) -> NotebookNode:
         ) from None
     except RecursionError:
         raise InvalidNotebookError(f"{name} is nested too deeply to be a notebook") from None
-    if not isinstance(raw, dict) or "cells" not in raw and "worksheets" not in raw:
+    if not isinstance(raw, dict) or ("cells" not in raw and "worksheets" not in raw):
         raise InvalidNotebookError(
             f"{name} is JSON but not a notebook (it has no cells); submit the .ipynb file"
         )

@@ -1,4 +1,4 @@
-"""``autograder release``: instructor notebooks in ``source/`` become student versions in ``release/``.
+"""``autograder release``: instructor notebooks in ``source/`` become student versions.
 
 The steps are nbgrader's own preprocessors, in nbgrader's order (its GenerateAssignment), so
 solutions, hidden tests and outputs are cleared and cells locked and checksummed exactly as
@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import nbformat
@@ -38,7 +37,7 @@ def _nbgrader_step(name: str, factory: Callable[[], Any]) -> Step:
         except Exception as exc:
             where = resources.get("nbgrader", {}).get("notebook", "?")
             raise ReleaseError(f"{where}.ipynb: {name} failed: {exc}") from exc
-        return out  # type: ignore[no-any-return]
+        return out
 
     step.__name__ = name
     return step
@@ -173,7 +172,11 @@ def release(course: Course, assignment: str, *, check: bool = False) -> ReleaseR
         if dest.is_dir()
         else {}
     )
-    stale = tuple(sorted(r for r, data in expected.items() if r in present and present[r].read_bytes() != data))
+    stale = tuple(
+        sorted(
+            r for r, data in expected.items() if r in present and present[r].read_bytes() != data
+        )
+    )
     missing = tuple(sorted(r for r in expected if r not in present))
     extra = tuple(sorted(r for r in present if r not in expected))
     if check:

@@ -173,13 +173,13 @@ def write_csv(results: Sequence[SubmissionResult], path: Any, *, course: Any) ->
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow([*NBGRADER_EXPORT_COLUMNS, "status", "message", *item_ids])
         for row in rows:
-            result = by_student.get(row["student_id"])
-            scores = {i.id: f"{i.score:g}" for i in result.items} if result else {}
+            found = by_student.get(row["student_id"])
+            scores = {i.id: f"{i.score:g}" for i in found.items} if found else {}
             writer.writerow(
                 [
                     *(row[c] for c in NBGRADER_EXPORT_COLUMNS),
-                    result.status if result else "missing",
-                    result.message if result else "no submission recorded",
+                    found.status if found else "missing",
+                    found.message if found else "no submission recorded",
                     *(scores.get(i, "") for i in item_ids),
                 ]
             )

@@ -22,7 +22,11 @@ from .notebooks import clone, nbgrader_meta
 from .release import SourceNotebook
 
 #: The kernel every submission runs on, whatever the notebook asks for.
-FORCED_KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+FORCED_KERNELSPEC = {
+    "display_name": "Python 3 (ipykernel)",
+    "language": "python",
+    "name": "python3",
+}
 INJECTED_TAG = "injected-parameters"
 
 
@@ -100,7 +104,7 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
     from nbgrader.utils import compute_checksum
 
     present: set[str] = set()
-    for index, cell in enumerate(nb.cells, start=1):
+    for cell in nb.cells:
         grade_id = nbgrader_meta(cell).get("grade_id")
         source_cell = ctx.source.cell(grade_id) if isinstance(grade_id, str) else None
         if source_cell is None:
@@ -109,7 +113,7 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
             cell.metadata.pop("nbgrader", None)
             continue
         meta = nbgrader_meta(cell)
-        present.add(grade_id)
+        present.add(source_cell.grade_id)
         if cell.cell_type != source_cell.cell_type:
             ctx.notes.append(
                 f"cell {grade_id!r} was changed from {source_cell.cell_type} to "
@@ -143,8 +147,7 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
         if source_cell.locked and compute_checksum(cell) != source_cell.checksum:
             cell.source = source_cell.source
             ctx.notes.append(
-                f"read-only cell {grade_id!r} was edited; the original was restored before "
-                "grading"
+                f"read-only cell {grade_id!r} was edited; the original was restored before grading"
             )
             if compute_checksum(cell) != source_cell.checksum:  # pragma: no cover - invariant
                 raise RuntimeError(f"inconsistent checksums for cell {grade_id}")

@@ -71,14 +71,28 @@ def gpu_slots(gpus: Sequence[int], per_gpu: int) -> list[tuple[int, ...]]:
     return [(g,) for g in gpus for _ in range(per_gpu)] or [()]
 
 
-def _run_inline(jobs: Sequence, *, record: Record, workers: int, slots: list[tuple[int, ...]], scheduler: str | None) -> None:
+def _run_inline(
+    jobs: Sequence,
+    *,
+    record: Record,
+    workers: int,
+    slots: list[tuple[int, ...]],
+    scheduler: str | None,
+) -> None:
     from .grade import grade_submission
 
     for job in jobs:
         record(grade_submission(dataclasses.replace(job, gpus=slots[0])))
 
 
-def _run_local(jobs: Sequence, *, record: Record, workers: int, slots: list[tuple[int, ...]], scheduler: str | None) -> None:
+def _run_local(
+    jobs: Sequence,
+    *,
+    record: Record,
+    workers: int,
+    slots: list[tuple[int, ...]],
+    scheduler: str | None,
+) -> None:
     from .grade import grade_submission
 
     if not jobs:

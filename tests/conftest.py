@@ -19,7 +19,9 @@ FIXTURES = SHARED / "compat" / "nbgrader-fixtures"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
-def graded(cell: NotebookNode, grade_id: str, *, grade=False, solution=False, locked=False, points=None):
+def graded(
+    cell: NotebookNode, grade_id: str, *, grade=False, solution=False, locked=False, points=None
+):
     meta = {
         "grade": grade,
         "grade_id": grade_id,
@@ -133,7 +135,9 @@ def with_cell(nb: NotebookNode, grade_id: str, source: str) -> NotebookNode:
 def submit(tiny_course: Course) -> Callable[..., Path]:
     """submit(student, notebook or bytes, name='tiny.ipynb') -> the submission folder."""
 
-    def _submit(student: str, content: NotebookNode | bytes | str, name: str = "tiny.ipynb") -> Path:
+    def _submit(
+        student: str, content: NotebookNode | bytes | str, name: str = "tiny.ipynb"
+    ) -> Path:
         folder = tiny_course.submitted(student, "tiny")
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / name

@@ -22,7 +22,13 @@ def test_a_full_config_parses_with_types_and_defaults():
             "execute": {"timeout_cell": 60, "parameters": {"EPOCHS": 2, "FAST": True}},
             "checks": [
                 {"id": "acc", "kind": "accuracy", "points": 4, "threshold": 0.9},
-                {"id": "csv", "kind": "csv", "points": 2, "competition": "digits", "min_score": 0.8},
+                {
+                    "id": "csv",
+                    "kind": "csv",
+                    "points": 2,
+                    "competition": "digits",
+                    "min_score": 0.8,
+                },
             ],
         },
         where="x",
@@ -39,27 +45,49 @@ def test_a_full_config_parses_with_types_and_defaults():
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"execute": {"timeout_cel": 5}},
-         "a.toml [execute]: unknown key(s) timeout_cel; valid keys are max_output_bytes, "
-         "max_output_lines, max_processes, memory_limit, parameters, timeout_cell, timeout_total"),
-        ({"checks": [{"id": "x", "kind": "speed", "points": 1}]},
-         "a.toml [[checks]] #1: kind must be one of accuracy, csv, got 'speed'"),
-        ({"checks": [{"id": "x", "kind": "accuracy", "points": 1}]},
-         "a.toml [[checks]] #1: missing required key(s) threshold"),
-        ({"checks": [{"id": "x", "kind": "accuracy", "points": 1, "threshold": 98}]},
-         "a.toml: check 'x' threshold 98.0 must be between 0 and 1"),
-        ({"checks": [{"id": "x", "kind": "accuracy", "points": "five", "threshold": 0.9}]},
-         "a.toml [[checks]] #1: points must be a number, got 'five'"),
-        ({"checks": [{"id": "x", "kind": "csv", "points": 1},
-                     {"id": "x", "kind": "csv", "points": 1}]},
-         "a.toml: two checks have the id 'x'; ids must differ"),
-        ({"grading": {}},
-         "a.toml: unknown table(s) grading; valid tables are [assignment], [execute] and [[checks]]"),
-        ({"assignment": {"dataset": "../secrets"}},
-         "dataset name '../secrets' is not allowed: use letters, digits, '_', '-' and '.', "
-         "starting with a letter or digit"),
-        ({"checks": [{"id": "x", "kind": "csv", "points": 1, "min_score": "high"}]},
-         "a.toml [[checks]] #1: min_score must be a number, got 'high'"),
+        (
+            {"execute": {"timeout_cel": 5}},
+            "a.toml [execute]: unknown key(s) timeout_cel; valid keys are max_output_bytes, "
+            "max_output_lines, max_processes, memory_limit, parameters, timeout_cell, timeout_total",
+        ),
+        (
+            {"checks": [{"id": "x", "kind": "speed", "points": 1}]},
+            "a.toml [[checks]] #1: kind must be one of accuracy, csv, got 'speed'",
+        ),
+        (
+            {"checks": [{"id": "x", "kind": "accuracy", "points": 1}]},
+            "a.toml [[checks]] #1: missing required key(s) threshold",
+        ),
+        (
+            {"checks": [{"id": "x", "kind": "accuracy", "points": 1, "threshold": 98}]},
+            "a.toml: check 'x' threshold 98.0 must be between 0 and 1",
+        ),
+        (
+            {"checks": [{"id": "x", "kind": "accuracy", "points": "five", "threshold": 0.9}]},
+            "a.toml [[checks]] #1: points must be a number, got 'five'",
+        ),
+        (
+            {
+                "checks": [
+                    {"id": "x", "kind": "csv", "points": 1},
+                    {"id": "x", "kind": "csv", "points": 1},
+                ]
+            },
+            "a.toml: two checks have the id 'x'; ids must differ",
+        ),
+        (
+            {"grading": {}},
+            "a.toml: unknown table(s) grading; valid tables are [assignment], [execute] and [[checks]]",
+        ),
+        (
+            {"assignment": {"dataset": "../secrets"}},
+            "dataset name '../secrets' is not allowed: use letters, digits, '_', '-' and '.', "
+            "starting with a letter or digit",
+        ),
+        (
+            {"checks": [{"id": "x", "kind": "csv", "points": 1, "min_score": "high"}]},
+            "a.toml [[checks]] #1: min_score must be a number, got 'high'",
+        ),
     ],
 )
 def test_mistakes_are_named(data, message):
@@ -75,11 +103,14 @@ def test_missing_assignment_and_broken_toml(tmp_path):
     (tmp_path / "source" / "bad" / "assignment.toml").write_text("[execute\n")
     with pytest.raises(ConfigError) as err:
         load_assignment(course, "bad")
-    assert err.value.message.startswith(f"{tmp_path / 'source/bad/assignment.toml'}: not valid TOML")
+    assert err.value.message.startswith(
+        f"{tmp_path / 'source/bad/assignment.toml'}: not valid TOML"
+    )
 
 
 @pytest.mark.parametrize(
-    ("text", "size"), [("4G", 4 * 2**30), ("512M", 512 * 2**20), ("1.5GiB", int(1.5 * 2**30)), ("1000", 1000)]
+    ("text", "size"),
+    [("4G", 4 * 2**30), ("512M", 512 * 2**20), ("1.5GiB", int(1.5 * 2**30)), ("1000", 1000)],
 )
 def test_sizes(text, size):
     assert parse_size(text) == size

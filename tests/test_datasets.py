@@ -56,10 +56,13 @@ def test_digits_follow_the_digit_recognizer_layout(digits_course):
     assert (len(train) - 1, len(test) - 1, len(sample) - 1) == (1078, 360, 360)
     assert sample[1] == "1,0" and sample[-1] == "360,0"
     row = np.array(train[1].split(","), dtype=int)
-    assert row.shape == (785,) and 0 <= row[1:].min() and row[1:].max() <= 255
+    assert row.shape == (785,) and row[1:].min() >= 0 and row[1:].max() <= 255
     # The labels of test.csv exist only in the grader-only folder.
     assert sorted(p.name for p in data.iterdir()) == [
-        "dataset.json", "sample_submission.csv", "test.csv", "train.csv",
+        "dataset.json",
+        "sample_submission.csv",
+        "test.csv",
+        "train.csv",
     ]
     labels = (digits_course.heldout("digits") / "test-labels.csv").read_text().splitlines()
     assert labels[0] == "ImageId,Label,Usage" and len(labels) == 361

@@ -11,7 +11,9 @@ from autograder.execute import ExecutionLimits, execute_notebook
 def run(tmp_path, *sources, collect=(), **limits):
     nb = new_notebook(cells=[new_code_cell(s) for s in sources])
     options = {"timeout_cell": 20, "timeout_total": 60, **limits}
-    return execute_notebook(nb, workdir=tmp_path, limits=ExecutionLimits(**options), collect=collect)
+    return execute_notebook(
+        nb, workdir=tmp_path, limits=ExecutionLimits(**options), collect=collect
+    )
 
 
 def kinds(cell):
@@ -21,15 +23,22 @@ def kinds(cell):
 def test_a_slow_cell_is_interrupted_and_the_rest_still_runs(tmp_path):
     out = run(tmp_path, "import time; time.sleep(30)", "x = 41 + 1\nx", timeout_cell=2)
     assert out.status == "timeout"
-    assert out.message == "cell 1 ran past its 2 s limit and was interrupted; the other cells were run"
+    assert (
+        out.message == "cell 1 ran past its 2 s limit and was interrupted; the other cells were run"
+    )
     assert ("error", "CellTimeoutError") in kinds(out.nb.cells[0])
     assert out.nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
 
 
 def test_the_total_limit_stops_the_notebook(tmp_path):
     out = run(
-        tmp_path, "import time; time.sleep(2)", "time.sleep(2)", "time.sleep(2)", "y = 1",
-        timeout_cell=20, timeout_total=3,
+        tmp_path,
+        "import time; time.sleep(2)",
+        "time.sleep(2)",
+        "time.sleep(2)",
+        "y = 1",
+        timeout_cell=20,
+        timeout_total=3,
     )
     assert out.status == "timeout"
     assert out.message.startswith("the notebook ran past its 3 s limit")
@@ -89,7 +98,9 @@ def test_collection_runs_after_the_notebook_and_stays_out_of_it(tmp_path):
 def test_memory_error_sets_the_memory_status(tmp_path):
     out = run(tmp_path, "raise MemoryError()")
     assert out.status == "memory"
-    assert out.message == "cell 1 ran out of memory; use fewer images at once or a smaller batch size"
+    assert (
+        out.message == "cell 1 ran out of memory; use fewer images at once or a smaller batch size"
+    )
 
 
 @pytest.mark.parametrize("code", ["import sys; sys.exit(0)", "exit()"])

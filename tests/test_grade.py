@@ -131,7 +131,15 @@ def test_results_json_follows_the_design_schema(tiny_course, submit):
     runner = CliRunner()
     out = runner.invoke(
         cli,
-        ["--course-dir", str(tiny_course.root), "grade", "tiny", "--unsafe-no-sandbox", "--backend", "inline"],
+        [
+            "--course-dir",
+            str(tiny_course.root),
+            "grade",
+            "tiny",
+            "--unsafe-no-sandbox",
+            "--backend",
+            "inline",
+        ],
     )
     assert out.exit_code == 0, out.output
     res = runner.invoke(cli, ["--course-dir", str(tiny_course.root), "results", "tiny", "--json"])

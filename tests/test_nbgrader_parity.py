@@ -76,7 +76,8 @@ def _both(tmp_path: Path, source: str, students: dict[str, str], *, nbgrader_arg
 
 def test_submitted_fixtures_score_as_nbgrader_scores_them(tmp_path):
     students = {
-        p.stem.removeprefix("submitted-"): p.name for p in sorted(FIXTURES.glob("submitted-*.ipynb"))
+        p.stem.removeprefix("submitted-"): p.name
+        for p in sorted(FIXTURES.glob("submitted-*.ipynb"))
     }
     assert len(students) == 6
     expected, got, results = _both(tmp_path, "submitted-unchanged.ipynb", students)

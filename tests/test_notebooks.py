@@ -25,7 +25,10 @@ def _msg(tmp_path, data: bytes, name: str = "nb.ipynb") -> str:
     ("data", "message"),
     [
         (b"", "nb.ipynb is empty; save the notebook in Jupyter (File > Save) and submit it again"),
-        (b"  \n\n", "nb.ipynb is empty; save the notebook in Jupyter (File > Save) and submit it again"),
+        (
+            b"  \n\n",
+            "nb.ipynb is empty; save the notebook in Jupyter (File > Save) and submit it again",
+        ),
         (
             b"hello",
             "nb.ipynb is not valid notebook JSON (line 1, column 1: Expecting value); download "
@@ -54,7 +57,10 @@ def _msg(tmp_path, data: bytes, name: str = "nb.ipynb") -> str:
             b"\xff\xd8\xff\xe0 jpeg bytes \x81\x82",
             "nb.ipynb is not UTF-8 text (byte 0); submit the .ipynb file as Jupyter saves it",
         ),
-        (b"[1, 2, 3]", "nb.ipynb is JSON but not a notebook (it has no cells); submit the .ipynb file"),
+        (
+            b"[1, 2, 3]",
+            "nb.ipynb is JSON but not a notebook (it has no cells); submit the .ipynb file",
+        ),
         (
             json.dumps({"cells": [], "nbformat": 2}).encode(),
             "nb.ipynb has nbformat 2, which is too old or missing; open it in a current Jupyter, "
@@ -70,8 +76,14 @@ def _msg(tmp_path, data: bytes, name: str = "nb.ipynb") -> str:
             "nb.ipynb has nbformat 5, newer than this grader understands (4)",
         ),
         (
-            json.dumps({"cells": [{"cell_type": "weird", "source": ""}], "nbformat": 4,
-                        "nbformat_minor": 5, "metadata": {}}).encode(),
+            json.dumps(
+                {
+                    "cells": [{"cell_type": "weird", "source": ""}],
+                    "nbformat": 4,
+                    "nbformat_minor": 5,
+                    "metadata": {},
+                }
+            ).encode(),
             "nb.ipynb: cell 1 is not a valid notebook cell",
         ),
     ],
@@ -109,15 +121,38 @@ def test_nbformat_3_is_converted_and_small_schema_slips_are_forgiven():
         "nbformat": 3,
         "nbformat_minor": 0,
         "metadata": {"name": "old"},
-        "worksheets": [{"cells": [{"cell_type": "code", "input": "x = 1", "language": "python",
-                                   "outputs": [], "metadata": {}}]}],
+        "worksheets": [
+            {
+                "cells": [
+                    {
+                        "cell_type": "code",
+                        "input": "x = 1",
+                        "language": "python",
+                        "outputs": [],
+                        "metadata": {},
+                    }
+                ]
+            }
+        ],
     }
     nb = parse_notebook(json.dumps(v3).encode(), name="old.ipynb")
     assert nb.nbformat == 4
     assert nb.cells[0].source == "x = 1"
-    slip = {"nbformat": 4, "nbformat_minor": 4, "metadata": {},
-            "cells": [{"cell_type": "code", "source": "y = 2", "metadata": {}, "outputs": [],
-                       "execution_count": None, "colab": {"stray": True}}]}
+    slip = {
+        "nbformat": 4,
+        "nbformat_minor": 4,
+        "metadata": {},
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": "y = 2",
+                "metadata": {},
+                "outputs": [],
+                "execution_count": None,
+                "colab": {"stray": True},
+            }
+        ],
+    }
     nb = parse_notebook(json.dumps(slip).encode(), name="colab.ipynb")
     assert nb.cells[0].source == "y = 2"
     assert "colab" not in nb.cells[0]

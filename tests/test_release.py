@@ -27,7 +27,9 @@ def test_release_strips_solutions_hidden_tests_and_outputs(tiny_course):
     assert "BEGIN SOLUTION" not in text and "return [i * i" not in text
     assert "HIDDEN TESTS" not in text and "squares(1) == [1]" not in text
     nb = nbformat.read(tiny_course.release("tiny") / "tiny.ipynb", as_version=4)
-    squares = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "squares")
+    squares = next(
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "squares"
+    )
     assert "raise NotImplementedError()" in squares.source
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
     # Non-notebook files go along; the grader's configuration does not.
@@ -85,13 +87,13 @@ def test_step_order_is_nbgraders_generate_assignment_order():
         "check_metadata",
         "compute_checksums",
     )
-    assert RELEASE_STEPS == (
+    assert (
         *GRADEBOOK_STEPS,
         "clear_hidden_tests",
         "clear_mark_scheme",
         "compute_checksums",
         "check_metadata",
-    )
+    ) == RELEASE_STEPS
 
 
 @pytest.mark.slow
@@ -107,11 +109,25 @@ def test_release_equals_nbgrader_generate_assignment(tmp_path):
 
         theirs_root = tmp_path / f"{name}-nbgrader"
         write_nb(nb, theirs_root / "source" / "ps1" / "p1.ipynb")
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        env = dict(
+            os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        )
         proc = subprocess.run(
-            [sys.executable, "-m", "nbgrader", "generate_assignment", "ps1", "--force",
-             "--CourseDirectory.db_assignments=[{'name': 'ps1'}]"],
-            cwd=theirs_root, env=env, capture_output=True, text=True, timeout=300, check=False,
+            [
+                sys.executable,
+                "-m",
+                "nbgrader",
+                "generate_assignment",
+                "ps1",
+                "--force",
+                "--CourseDirectory.db_assignments=[{'name': 'ps1'}]",
+            ],
+            cwd=theirs_root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         theirs = json.loads((theirs_root / "release" / "ps1" / "p1.ipynb").read_text())

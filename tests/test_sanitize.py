@@ -9,7 +9,7 @@ from conftest import tiny_source
 from nbformat.v4 import new_code_cell
 
 from autograder.errors import InvalidNotebookError
-from autograder.release import index_notebook, run_steps, GRADEBOOK_STEPS
+from autograder.release import GRADEBOOK_STEPS, index_notebook, run_steps
 from autograder.sanitize import (
     SANITIZE_STEPS,
     SanitizeContext,
@@ -31,8 +31,10 @@ def source():
 
 def student(source_nb=None):
     nb = run_steps(
-        tiny_source(), (*GRADEBOOK_STEPS, "clear_hidden_tests", "compute_checksums"),
-        notebook="tiny", assignment="tiny",
+        tiny_source(),
+        (*GRADEBOOK_STEPS, "clear_hidden_tests", "compute_checksums"),
+        notebook="tiny",
+        assignment="tiny",
     )
     return nb
 
@@ -42,14 +44,14 @@ def cell(nb, grade_id):
 
 
 def test_steps_run_in_a_pinned_order():
-    assert SANITIZE_STEPS == (
+    assert (
         clear_outputs,
         deduplicate_ids,
         force_kernelspec,
         restore_cells,
         check_metadata,
         inject_parameters,
-    )
+    ) == SANITIZE_STEPS
 
 
 def test_edited_test_cell_and_hidden_tests_are_restored(source):
@@ -86,8 +88,14 @@ def test_points_type_and_flags_come_from_the_source(source):
 def test_forged_and_duplicated_grade_cells_score_nothing(source):
     nb = student()
     forged = new_code_cell("print('free points')")
-    forged.metadata["nbgrader"] = {"grade": True, "grade_id": "bonus", "points": 50,
-                                   "solution": False, "locked": False, "schema_version": 3}
+    forged.metadata["nbgrader"] = {
+        "grade": True,
+        "grade_id": "bonus",
+        "points": 50,
+        "solution": False,
+        "locked": False,
+        "schema_version": 3,
+    }
     nb.cells.append(forged)
     nb.cells.insert(1, copy.deepcopy(cell(nb, "test_total")))
     ctx = SanitizeContext(source=source)
@@ -100,7 +108,9 @@ def test_forged_and_duplicated_grade_cells_score_nothing(source):
 
 def test_deleted_grade_cell_is_reported_missing(source):
     nb = student()
-    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_total"]
+    nb.cells = [
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_total"
+    ]
     ctx = SanitizeContext(source=source)
     sanitize(nb, ctx)
     assert ctx.missing == ["test_total"]
@@ -114,12 +124,16 @@ def test_kernel_is_forced_and_other_languages_refused(source):
     nb.metadata["kernelspec"] = {"name": "ir", "display_name": "R", "language": "R"}
     with pytest.raises(InvalidNotebookError) as err:
         sanitize(nb, SanitizeContext(source=source))
-    assert err.value.message == "the notebook is written for the 'R' kernel; this assignment is Python"
+    assert (
+        err.value.message == "the notebook is written for the 'R' kernel; this assignment is Python"
+    )
 
 
 def test_parameters_are_injected_after_the_parameters_cell(source):
     nb = student()
-    out = sanitize(nb, SanitizeContext(source=source, parameters={"N": 4, "NAME": "x", "FAST": True}))
+    out = sanitize(
+        nb, SanitizeContext(source=source, parameters={"N": 4, "NAME": "x", "FAST": True})
+    )
     index = next(i for i, c in enumerate(out.cells) if "parameters" in c.metadata.get("tags", []))
     injected = out.cells[index + 1]
     assert injected.metadata["tags"] == ["injected-parameters"]
