@@ -364,6 +364,38 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
         results_table(results)
 
 
+@cli.command("check-csv")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--competition",
+    default="digit-recognizer",
+    show_default=True,
+    help="Format to check against: digit-recognizer, digits, fashion-mnist, mnist, cifar-10.",
+)
+@click.option("--rows", type=int, help="Rows the file must have (default: the competition's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_obj
+def check_csv_cmd(
+    course: Course, file: Path, competition: str, rows: int | None, as_json: bool
+) -> None:
+    """Check a Kaggle submission FILE. Exit 0 valid, 1 invalid (the problems are listed),
+    2 usage error (unknown competition, unknown row count)."""
+    import json
+
+    from .competitions import get_competition
+    from .csvcheck import check_csv, rows_for
+
+    comp = get_competition(competition)
+    if rows is None:
+        rows = rows_for(comp, course.root / "data")
+    report = check_csv(file, competition=comp, rows=rows)
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        click.echo(report.summary())
+    sys.exit(0 if report.valid else 1)
+
+
 @cli.command("demo")
 @click.option(
     "--dir",
