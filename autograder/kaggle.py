@@ -83,7 +83,7 @@ def download_competition(competition: str, dest: Path) -> dict[str, Path]:
     action = f"download the files of {competition}"
     api = _signed_in_api(competition=competition, action=action, tail=_OFFLINE_DATA)
     # Unzip in a private folder inside dest, then move: only this download's files are
-    # returned, and a failed download leaves dest as it was.
+    # returned, and a failed download leaves the files already in dest as they were.
     with tempfile.TemporaryDirectory(prefix=".kaggle-download-", dir=dest) as staging:
         with _client_call(api, competition=competition, action=action, tail=_OFFLINE_DATA):
             try:

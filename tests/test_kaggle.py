@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -149,6 +150,33 @@ def test_download_without_an_expected_file_says_which(home: Path, tmp_path: Path
         "train.csv): Kaggle may have changed the competition's files; check "
         "https://www.kaggle.com/competitions/digit-recognizer/data"
     )
+
+
+def test_data_prepare_kaggle_digit_recognizer_reads_the_download(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from autograder.config import Course
+    from autograder.datasets import prepare
+
+    header = ",".join(f"pixel{i}" for i in range(784))
+    image = ",".join(str(i % 256) for i in range(784))
+    files = {
+        "train.csv": "\n".join([f"label,{header}", *(f"{n % 10},{image}" for n in range(200))]),
+        "test.csv": "\n".join([header, *([image] * 30)]) + "\n",
+        "sample_submission.csv": "ImageId,Label\n" + "".join(f"{i},0\n" for i in range(1, 31)),
+    }
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the loader's download folder
+    with KaggleStandIn(
+        competitions={"digit-recognizer": {k: v.encode() for k, v in files.items()}}
+    ) as server:
+        monkeypatch.setenv("http_proxy", server.proxy)
+        monkeypatch.setenv("KAGGLE_USERNAME", server.username)
+        monkeypatch.setenv("KAGGLE_KEY", server.key)
+        prepared = prepare("kaggle:digit-recognizer", course=Course.at(tmp_path / "course"))
+
+    assert prepared.counts == {"train": 180, "test": 30, "heldout": 20}
+    assert (prepared.released / "test.csv").read_text() == files["test.csv"]
+    assert server.calls() == [DOWNLOAD, "GET /storage/digit-recognizer.zip"]
 
 
 # --- submit ------------------------------------------------------------------------------------
