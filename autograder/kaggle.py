@@ -201,7 +201,7 @@ def _kaggle_api_class() -> Any:
 
 
 def _config_dir() -> Path:
-    """The folder of kaggle.json, by the client's own rule, worked out from today's environment."""
+    """The folder of kaggle.json, by the client's own rule, from the current environment."""
     configured = os.environ.get("KAGGLE_CONFIG_DIR")
     if configured:
         return Path(configured)
