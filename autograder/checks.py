@@ -40,8 +40,30 @@ def model_path(check: AccuracyCheck) -> str:
     return f"{OUTBOX}/{check.id}.keras"
 
 
+#: Saves the per-epoch metrics of a Keras History named ``history``, for the feedback page.
+#: Runs in the (untrusted) kernel: what it writes is read back as data, checked and capped.
+HISTORY_SNIPPET = """
+def _autograder_dump_history():
+    import json as _json
+    _h = globals().get("history")
+    _d = getattr(_h, "history", None)
+    if isinstance(_d, dict):
+        _out = {str(k): [float(x) for x in list(v)[:1000]] for k, v in list(_d.items())[:20]}
+        with open("outbox/history.json", "w") as _f:
+            _json.dump(_out, _f)
+try:
+    _autograder_dump_history()
+except Exception:
+    pass
+del _autograder_dump_history
+"""
+HISTORY_FILE = "history.json"
+MAX_HISTORY_BYTES = 200_000
+
+
 def collect_snippets(config: AssignmentConfig, notebook: str) -> list[str]:
-    """Code run in the kernel after ``notebook``: save each checked model variable."""
+    """Code run in the kernel after ``notebook``: save each checked model variable, and the
+    training history when the notebook kept one."""
     wanted = [
         c
         for c in config.checks
@@ -51,7 +73,27 @@ def collect_snippets(config: AssignmentConfig, notebook: str) -> list[str]:
         return []
     from .evaluate import collect_snippet
 
-    return [collect_snippet(c.variable, model_path(c)) for c in wanted]
+    return [HISTORY_SNIPPET, *(collect_snippet(c.variable, model_path(c)) for c in wanted)]
+
+
+def read_history(workdir: Path) -> dict[str, list[float]] | None:
+    """The training history the kernel dumped, if it is a sane dict of metric -> numbers."""
+    path = workdir / OUTBOX / HISTORY_FILE
+    if not path.is_file() or path.is_symlink() or path.stat().st_size > MAX_HISTORY_BYTES:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    history = {}
+    for key, values in list(data.items())[:20]:
+        if isinstance(values, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values
+        ):
+            history[str(key)[:64]] = [float(v) for v in values[:1000]]
+    return history or None
 
 
 def _zero(check: AccuracyCheck | CsvCheck, config: AssignmentConfig, message: str) -> ItemResult:

@@ -188,6 +188,54 @@ def _parse_gpus(text: str) -> list[int]:
     return parse_gpus(text)
 
 
+class _ConsoleProgress:
+    """A progress bar (done, failed, running, time left) and one line per finished submission."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.done = self.failed = self.running = 0
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn(
+                "{task.completed}/{task.total} done, {task.fields[failed]} failed, "
+                "{task.fields[running]} running"
+            ),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = self.bar.add_task("grading", total=0, failed=0, running=0)
+
+    def __enter__(self) -> _ConsoleProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def planned(self, total: int, skipped: int) -> None:
+        self.bar.update(self.task, total=total)
+
+    def started(self, student: str) -> None:
+        self.running += 1
+        self.bar.update(self.task, running=self.running)
+
+    def finished(self, result: SubmissionResult) -> None:
+        self.done += 1
+        self.running = max(0, self.running - 1)
+        self.failed += result.status != "graded"
+        self.bar.update(self.task, completed=self.done, failed=self.failed, running=self.running)
+        click.echo(
+            f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
+            f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.device:<7} "
+            f"{result.message}"
+        )
+
+
 @cli.command("grade")
 @click.argument("assignment")
 @click.option(
@@ -249,27 +297,31 @@ def grade_cmd(
     gpu_list = _parse_gpus(gpus)
     n_workers = workers or default_workers(gpu_list, per_gpu)
 
-    def show(result: SubmissionResult) -> None:
-        click.echo(
-            f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
-            f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.message}"
-        )
-
     click.echo(f"grading {assignment} with {n_workers} worker(s)")
-    report = grade(
-        course,
-        assignment,
-        submissions=submissions,
-        settings=settings,
-        force=force,
-        workers=n_workers,
-        backend=backend,
-        scheduler=scheduler,
-        gpus=gpu_list,
-        per_gpu=per_gpu,
-        students=students or None,
-        on_result=show,
-    )
+    watcher = _ConsoleProgress()
+    try:
+        with watcher:
+            report = grade(
+                course,
+                assignment,
+                submissions=submissions,
+                settings=settings,
+                force=force,
+                workers=n_workers,
+                backend=backend,
+                scheduler=scheduler,
+                gpus=gpu_list,
+                per_gpu=per_gpu,
+                students=students or None,
+                progress=watcher,
+            )
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: {watcher.done} submission(s) were graded and recorded; run the same "
+            "command again to grade the rest",
+            err=True,
+        )
+        sys.exit(130)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
     if report.skipped:

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nbformat import NotebookNode
 
@@ -329,7 +329,10 @@ def _grade_in(
         items.extend(checks.run_checks(job, workdir, outcomes, out_dir))
     status, message = _worst(statuses)
     _publish(out_dir, job.autograded)
-    details = {"notes": notes}
+    details: dict[str, Any] = {"notes": notes}
+    history = checks.read_history(workdir)
+    if history:
+        details["history"] = history
     return base.with_items(
         items,
         status=status,
@@ -382,6 +385,32 @@ def parse_parameters(pairs: Sequence[str]) -> dict[str, Any]:
         except tomllib.TOMLDecodeError:
             out[key] = raw.strip()
     return out
+
+
+class Progress(Protocol):
+    """What a grading run tells whoever watches it (a progress bar, a log)."""
+
+    def planned(self, total: int, skipped: int) -> None:
+        """``total`` jobs will run; ``skipped`` submissions are already graded."""
+
+    def started(self, student: str) -> None:
+        """A worker began grading ``student``."""
+
+    def finished(self, result: SubmissionResult) -> None:
+        """``result`` is recorded in the gradebook."""
+
+
+class _Unwatched:
+    """The default: nobody is watching."""
+
+    def planned(self, total: int, skipped: int) -> None:
+        pass
+
+    def started(self, student: str) -> None:
+        pass
+
+    def finished(self, result: SubmissionResult) -> None:
+        pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -491,7 +520,7 @@ def grade(
     gpus: Sequence[int] = (),
     per_gpu: int = 1,
     students: Sequence[str] | None = None,
-    on_result: Callable[[SubmissionResult], None] | None = None,
+    progress: Progress | None = None,
 ) -> GradeReport:
     """Grade every new or changed submission of ``assignment`` and record the results."""
     from .schedule import run_jobs
@@ -506,12 +535,13 @@ def grade(
         students=students,
     )
     graded: list[SubmissionResult] = []
+    watcher: Progress = progress or _Unwatched()
+    watcher.planned(len(jobs), len(skipped))
 
     def record(result: SubmissionResult) -> None:
         gradebook.record(course.gradebook_url, result)
         graded.append(result)
-        if on_result is not None:
-            on_result(result)
+        watcher.finished(result)
 
     run_jobs(
         jobs,
@@ -521,5 +551,6 @@ def grade(
         scheduler=scheduler,
         gpus=gpus,
         per_gpu=per_gpu,
+        started=watcher.started,
     )
     return GradeReport(assignment, tuple(graded), tuple(skipped), tuple(warnings))

@@ -17,6 +17,11 @@ from .errors import ConfigError
 from .results import SubmissionResult
 
 Record = Callable[[SubmissionResult], None]
+Started = Callable[[str], None]
+
+
+def _nothing(student: str) -> None:
+    """Default start hook: nobody is watching."""
 
 
 def detect_gpus() -> list[int]:
@@ -75,6 +80,7 @@ def _run_inline(
     jobs: Sequence,
     *,
     record: Record,
+    started: Started,
     workers: int,
     slots: list[tuple[int, ...]],
     scheduler: str | None,
@@ -82,6 +88,7 @@ def _run_inline(
     from .grade import grade_submission
 
     for job in jobs:
+        started(job.student)
         record(grade_submission(dataclasses.replace(job, gpus=slots[0])))
 
 
@@ -89,6 +96,7 @@ def _run_local(
     jobs: Sequence,
     *,
     record: Record,
+    started: Started,
     workers: int,
     slots: list[tuple[int, ...]],
     scheduler: str | None,
@@ -111,11 +119,13 @@ def _run_local(
                     slot = free.pop()
                     job = dataclasses.replace(pending.pop(0), gpus=slot)
                     running[pool.submit(grade_submission, job)] = slot
+                    started(job.student)
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
                 for future in done:
                     free.append(running.pop(future))
                     record(future.result())
         except BaseException:
+            # Ctrl-C or a failed record: what finished is already recorded; drop the rest.
             for future in running:
                 future.cancel()
             pool.shutdown(wait=False, cancel_futures=True)
@@ -134,12 +144,19 @@ def run_jobs(
     scheduler: str | None = None,
     gpus: Sequence[int] = (),
     per_gpu: int = 1,
+    started: Started = _nothing,
 ) -> None:
-    """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives."""
+    """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives
+    (and ``started`` with the student's name as each job begins)."""
     if backend not in BACKENDS:
         raise ConfigError(f"no backend named {backend!r}; choose one of {', '.join(BACKENDS)}")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     BACKENDS[backend](
-        jobs, record=record, workers=workers, slots=gpu_slots(gpus, per_gpu), scheduler=scheduler
+        jobs,
+        record=record,
+        started=started,
+        workers=workers,
+        slots=gpu_slots(gpus, per_gpu),
+        scheduler=scheduler,
     )
