@@ -434,6 +434,59 @@ def data_prepare(course: Course, name: str) -> None:
     click.echo(f"  grader only:     {prepared.heldout}")
 
 
+@cli.group("kaggle")
+def kaggle_group() -> None:
+    """Download a competition's files and submit CSVs with the kaggle client.
+
+    Credentials are the kaggle client's own: KAGGLE_API_TOKEN or ~/.kaggle/access_token (a
+    token from https://www.kaggle.com/settings/api), KAGGLE_USERNAME and KAGGLE_KEY or
+    kaggle.json (a legacy key), or 'kaggle auth login'.
+    """
+
+
+_competition_option = click.option(
+    "-c",
+    "--competition",
+    required=True,
+    help="Competition name, the last part of its address (e.g. digit-recognizer).",
+)
+
+
+@kaggle_group.command("download")
+@_competition_option
+@click.option(
+    "-p",
+    "--path",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the files (same-named files are replaced). Default: ./COMPETITION.",
+)
+def kaggle_download(competition: str, folder: Path | None) -> None:
+    """Download and unzip the files of a Kaggle competition."""
+    from .kaggle import download_competition
+
+    folder = folder if folder is not None else Path(competition)
+    files = download_competition(competition, folder)
+    click.echo(f"{competition}: {len(files)} file(s) in {folder}")
+    for name in files:
+        click.echo(f"  {name}")
+
+
+@kaggle_group.command("submit")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_competition_option
+@click.option("-m", "--message", required=True, help="Description shown with the submission.")
+def kaggle_submit(file: Path, competition: str, message: str) -> None:
+    """Check FILE like 'autograder check-csv' and submit it only if it is valid."""
+    from .kaggle import submit
+
+    result = submit(file, competition=competition, message=message)
+    click.echo(result.check_summary)
+    click.echo(f"submitted {file} to {competition}: {result.kaggle_message}")
+    click.echo(f"  scores: {result.url}")
+
+
 def main() -> None:
     """Entry point of the console script."""
     cli(prog_name="autograder")
