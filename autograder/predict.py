@@ -123,15 +123,18 @@ def scan_model_config(config: object) -> None:
             origin = f"from the module {where.pop()!r}"
         else:
             origin = "defined outside Keras"
-        noun = "class" if len({n for n, _ in classes}) == 1 else "classes"
-        raise _Refused(
-            "custom-code",
-            f"the model cannot be graded: it uses the {noun} {_names([n for n, _ in classes])} "
-            f"{origin}, which the grader does not load (Keras safe mode); build the model from "
-            "built-in keras.layers with keras.Sequential or the functional API",
-        )
+        raise _Refused("custom-code", _class_message([n for n, _ in classes], origin))
     if functions:
         raise _Refused("custom-code", _function_message(functions))
+
+
+def _class_message(classes: Sequence[str], origin: str) -> str:
+    noun = "class" if len(set(classes)) == 1 else "classes"
+    return (
+        f"the model cannot be graded: it uses the {noun} {_names(classes)} {origin}, which the "
+        "grader does not load (Keras safe mode); build the model from built-in keras.layers "
+        "with keras.Sequential or the functional API"
+    )
 
 
 def _function_message(functions: Sequence[str]) -> str:
@@ -179,6 +182,13 @@ def _read_model_config(model: Path) -> object:
             raise _Refused("file", f"the model file is damaged ({exc})") from None
 
 
+def _first_paragraph(exc: BaseException) -> str:
+    """``Type: first paragraph of the message``, on one line and bounded (Keras' are long)."""
+    text = " ".join(str(exc).strip().split("\n\n")[0].split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _load_error(exc: Exception) -> _Refused:
     """A load failure in a participant's words; unknown failures keep Keras' first sentence."""
     text = str(exc)
@@ -187,20 +197,14 @@ def _load_error(exc: Exception) -> _Refused:
         return _Refused("custom-code", _function_message([match.group(1).split(">")[-1]]))
     match = re.search(r"Could not locate class '([^']+)'", text)
     if match:
-        return _Refused(
-            "custom-code",
-            f"the model cannot be graded: it uses the class {match.group(1)!r} defined in the "
-            "notebook, which the grader does not load (Keras safe mode); build the model from "
-            "built-in keras.layers with keras.Sequential or the functional API",
-        )
+        return _Refused("custom-code", _class_message([match.group(1)], "defined in the notebook"))
     if "lambda" in text.lower() and "safe_mode" in text:
         return _Refused(
             "lambda",
             "the model cannot be graded: it holds Python code in a Lambda layer, which the "
             "grader does not load (Keras safe mode); use built-in layers instead",
         )
-    first = " ".join(text.strip().split("\n\n")[0].split())[:300]
-    return _Refused("load", f"the model file could not be loaded: {type(exc).__name__}: {first}")
+    return _Refused("load", f"the model file could not be loaded: {_first_paragraph(exc)}")
 
 
 def _load_images(path: Path) -> np.ndarray:
@@ -441,11 +445,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import traceback
 
         traceback.print_exc()
-        first = " ".join(str(exc).strip().split("\n\n")[0].split())[:300]
         status = {
             "ok": False,
             "code": "crashed",
-            "message": f"the model could not be evaluated: {type(exc).__name__}: {first}",
+            "message": f"the model could not be evaluated: {_first_paragraph(exc)}",
         }
         code = EXIT_FAILED
     args.out.mkdir(parents=True, exist_ok=True)
