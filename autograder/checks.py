@@ -49,7 +49,7 @@ def _autograder_dump_history():
     _d = getattr(_h, "history", None)
     if isinstance(_d, dict):
         _out = {str(k): [float(x) for x in list(v)[:1000]] for k, v in list(_d.items())[:20]}
-        with open("outbox/history.json", "w") as _f:
+        with open(__PATH__, "w") as _f:
             _json.dump(_out, _f)
 try:
     _autograder_dump_history()
@@ -61,9 +61,10 @@ HISTORY_FILE = "history.json"
 MAX_HISTORY_BYTES = 200_000
 
 
-def collect_snippets(config: AssignmentConfig, notebook: str) -> list[str]:
+def collect_snippets(config: AssignmentConfig, notebook: str, workdir: Path) -> list[str]:
     """Code run in the kernel after ``notebook``: save each checked model variable, and the
-    training history when the notebook kept one."""
+    training history when the notebook kept one. Paths are absolute (the sandbox mounts the
+    workdir at the same path), so a notebook that changed its folder is still collected."""
     wanted = [
         c
         for c in config.checks
@@ -73,7 +74,8 @@ def collect_snippets(config: AssignmentConfig, notebook: str) -> list[str]:
         return []
     from .evaluate import collect_snippet
 
-    return [HISTORY_SNIPPET, *(collect_snippet(c.variable, model_path(c)) for c in wanted)]
+    history = HISTORY_SNIPPET.replace("__PATH__", repr(str(workdir / OUTBOX / HISTORY_FILE)))
+    return [history, *(collect_snippet(c.variable, str(workdir / model_path(c))) for c in wanted)]
 
 
 def read_history(workdir: Path) -> dict[str, list[float]] | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import dataclasses
 import os
 import time
@@ -50,10 +51,25 @@ class KernelFactory(Protocol):
 
 
 def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
-    """A local ipykernel with no isolation (``--unsafe-no-sandbox``, trusted notebooks)."""
+    """A local ipykernel with no isolation (``--unsafe-no-sandbox``, trusted notebooks).
+
+    It talks over ZMQ's ``ipc`` transport, with its sockets in a folder of its own: kernels
+    started at the same moment by different worker processes each pick "free" TCP ports, and
+    two can pick the same one, after which a client talks to another worker's kernel.
+    """
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
 
-    return AsyncKernelManager(kernel_name="python3")
+    runtime = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
+    km = AsyncKernelManager(
+        kernel_name="python3",
+        transport="ipc",
+        ip=str(runtime / "kernel"),
+        connection_file=str(runtime / "kernel.json"),
+    )
+    km._autograder_runtime = runtime  # removed by _shutdown
+    return km
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +386,9 @@ async def _shutdown(km: Any) -> None:
     if cleanup is not None:
         with contextlib.suppress(Exception):  # best effort: the kernel is already gone
             await _maybe_await(cleanup())
+    runtime = getattr(km, "_autograder_runtime", None)
+    if runtime is not None:
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 async def _maybe_await(value: Any) -> Any:

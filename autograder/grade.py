@@ -306,7 +306,7 @@ def _grade_in(
         statuses.append(("invalid-notebook", exc.message))
     out_dir = Path(tempfile.mkdtemp(prefix=".autograded-", dir=_ensure(job.autograded.parent)))
     for name in job.config.notebooks if not statuses else ():
-        collect = checks.collect_snippets(job.config, name)
+        collect = checks.collect_snippets(job.config, name, workdir)
         try:
             nb, outcome, ctx, nb_items = _run_notebook(job, workdir, name, notes, collect)
         except InvalidNotebookError as exc:
