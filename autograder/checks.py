@@ -140,6 +140,12 @@ def accuracy_check(
     """Evaluate the collected model on the held-out images; compare with the labels here."""
     from .evaluate import accuracy_item, evaluate_model
 
+    if not outcome.collected:
+        # The collection step never ran (the kernel died or stopped answering): whatever file
+        # sits at the model's path was left there by the notebook and proves nothing.
+        why = outcome.message or "the notebook did not run to the end"
+        return _zero(check, job.config, f"the model could not be collected: {why}")
+
     heldout = job.heldout[check.dataset]
     meta = _meta(heldout)
     labels = np.load(heldout / "heldout-labels.npy", allow_pickle=False)

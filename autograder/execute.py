@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -68,7 +68,7 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
         ip=str(runtime / "kernel"),
         connection_file=str(runtime / "kernel.json"),
     )
-    km._autograder_runtime = runtime  # removed by _shutdown
+    km._autograder_runtime = runtime  # type: ignore[attr-defined]  # removed by _shutdown
     return km
 
 
@@ -97,6 +97,8 @@ class ExecutionOutcome:
     #: Outputs of each collection snippet, in order.
     collected: list[list[dict[str, Any]]] = dataclasses.field(default_factory=list)
     duration_s: float = 0.0
+    #: False when the kernel stopped answering (ignored an interrupt, or its messaging broke).
+    responsive: bool = True
 
 
 class _GradingClient(NotebookClient):
@@ -232,7 +234,8 @@ async def _run(
         try:
             async with client.async_setup_kernel(env=dict(env), cwd=str(workdir)):
                 await _run_cells(client, nb, outcome, limits, deadline)
-                if outcome.status != "kernel-died" and collect:
+                # A kernel that stopped answering would only burn the collection timeout too.
+                if outcome.status != "kernel-died" and outcome.responsive and collect:
                     await _collect(client, outcome, collect, collect_timeout)
         finally:
             await _shutdown(km)
@@ -307,6 +310,7 @@ async def _run_cells(
             outcome.timed_out.append(index)
             total_hit = per_cell < limits.timeout_cell
             if not await _responsive(client):
+                outcome.responsive = False
                 outcome.status = "timeout"
                 outcome.stopped_at = index
                 outcome.message = (

@@ -231,10 +231,8 @@ def _run_notebook(
     return outcome.nb, outcome, ctx, items
 
 
-def grade_submission(job: GradeJob) -> SubmissionResult:
-    """Grade one submission (steps 1-4); never raises: failures become a status and messages."""
-    started = time.monotonic()
-    base = SubmissionResult(
+def _base_result(job: GradeJob) -> SubmissionResult:
+    return SubmissionResult(
         student=job.student,
         assignment=job.config.name,
         status="graded",
@@ -244,6 +242,24 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
         submitted_at=read_timestamp(job.submission),
         autograded_dir=str(job.autograded),
     )
+
+
+def failed_result(job: GradeJob, message: str, *, duration_s: float = 0.0) -> SubmissionResult:
+    """The result of a submission the grader itself could not finish: every item zero, status
+    ``error``, and ``message`` saying what happened (the coordinator uses it for lost workers)."""
+    reason = "the grader failed on this submission"
+    items = [
+        item for name in job.config.notebooks for item in missing_items(job.source[name], reason)
+    ] + _zero_check_items(job.config, reason)
+    return _base_result(job).with_items(
+        items, status="error", message=message, duration_s=duration_s
+    )
+
+
+def grade_submission(job: GradeJob) -> SubmissionResult:
+    """Grade one submission (steps 1-4); never raises: failures become a status and messages."""
+    started = time.monotonic()
+    base = _base_result(job)
     if not job.submission.is_dir():
         items = [
             *(
@@ -261,15 +277,9 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
         return _grade_in(job, workdir, base, started)
     except Exception as exc:  # the batch must go on; the message says what happened
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        items = [
-            item
-            for name in job.config.notebooks
-            for item in missing_items(job.source[name], "the grader failed on this submission")
-        ] + _zero_check_items(job.config, "the grader failed on this submission")
-        return base.with_items(
-            items,
-            status="error",
-            message=f"grading failed unexpectedly ({detail}); ask the instructor to look at it",
+        return failed_result(
+            job,
+            f"grading failed unexpectedly ({detail}); ask the instructor to look at it",
             duration_s=time.monotonic() - started,
         )
     finally:

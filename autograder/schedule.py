@@ -12,9 +12,14 @@ import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .results import SubmissionResult
+
+if TYPE_CHECKING:
+    from .grade import GradeJob
 
 Record = Callable[[SubmissionResult], None]
 Started = Callable[[str], None]
@@ -92,6 +97,13 @@ def _run_inline(
         record(grade_submission(dataclasses.replace(job, gpus=slots[0])))
 
 
+LOST_WORKER = (
+    "the grading worker process was killed while grading this submission (twice: the system "
+    "stops processes that use too much memory); grade it again alone with "
+    "`autograder grade {assignment} --student {student} --workers 1`"
+)
+
+
 def _run_local(
     jobs: Sequence,
     *,
@@ -101,35 +113,82 @@ def _run_local(
     slots: list[tuple[int, ...]],
     scheduler: str | None,
 ) -> None:
-    from .grade import grade_submission
+    from .grade import failed_result
 
     if not jobs:
         return
     workers = max(1, min(workers, len(jobs)))
     # Kernels share GPUs by slot; with fewer slots than workers, slots are reused round-robin.
     free = [slots[i % len(slots)] for i in range(workers)]
-    pending = list(jobs)
+    pending: list[tuple[GradeJob, int]] = [(job, 0) for job in jobs]
+    suspects: list[tuple[GradeJob, int]] = []
+    # A worker killed from outside (the OOM killer, a segfault in a native library) breaks the
+    # whole pool and fails every job in flight, the innocent with the guilty. Those jobs are
+    # suspects: after the others, each runs again alone, so a second break names its cause,
+    # which is recorded as failed; the others are graded normally.
+    # _local_pool takes jobs from the front of the list; what it never started stays there.
+    while pending:
+        for job, attempts in _local_pool(pending, free, workers, record, started):
+            suspects.append((job, attempts + 1))
+    while suspects:
+        for job, _attempts in _local_pool(suspects, free[:1], 1, record, started):
+            message = LOST_WORKER.format(assignment=job.config.name, student=job.student)
+            record(failed_result(job, message))
+
+
+def _local_pool(
+    pending: list[tuple[GradeJob, int]],
+    free: list[tuple[int, ...]],
+    workers: int,
+    record: Record,
+    started: Started,
+) -> list[tuple[GradeJob, int]]:
+    """Run jobs in one pool until done or the pool breaks; return the jobs lost with it."""
+    from .grade import grade_submission
+
     # 'spawn': workers start clean, with no copy of the coordinator's database handles.
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        running: dict[cf.Future[SubmissionResult], tuple[int, ...]] = {}
-        try:
-            while pending or running:
-                while pending and free:
-                    slot = free.pop()
-                    job = dataclasses.replace(pending.pop(0), gpus=slot)
-                    running[pool.submit(grade_submission, job)] = slot
-                    started(job.student)
-                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                for future in done:
-                    free.append(running.pop(future))
-                    record(future.result())
-        except BaseException:
-            # Ctrl-C or a failed record: what finished is already recorded; drop the rest.
-            for future in running:
-                future.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    running: dict[cf.Future[SubmissionResult], tuple[tuple[int, ...], GradeJob, int]] = {}
+    try:
+        while pending or running:
+            while pending and free:
+                slot = free.pop()
+                job, attempts = pending.pop(0)
+                job = dataclasses.replace(job, gpus=slot)
+                running[pool.submit(grade_submission, job)] = (slot, job, attempts)
+                started(job.student)
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for future in done:
+                slot, job, attempts = running.pop(future)
+                free.append(slot)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    lost = [(job, attempts)]
+                    for other_slot, other_job, other_attempts in running.values():
+                        free.append(other_slot)
+                        lost.append((other_job, other_attempts))
+                    running.clear()
+                    _stop(pool)
+                    return lost
+                record(result)
+    except BaseException:
+        # Ctrl-C or a failed record: what finished is already recorded; drop the rest.
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return []
+
+
+def _stop(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop a pool now: cancel what waits, kill the workers still grading (an interrupted batch
+    must not leave them running; their kernels exit with them)."""
+    processes = dict(getattr(pool, "_processes", None) or {})
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes.values():
+        if process.is_alive():
+            process.kill()
 
 
 BACKENDS: dict[str, Callable[..., None]] = {"inline": _run_inline, "local": _run_local}

@@ -53,15 +53,16 @@ model = keras.Sequential([
 model.compile("adam", "sparse_categorical_crossentropy")
 model.fit(x_train[:100], y_train[:100], epochs=1, verbose=0)
 """
-CHEAT = WEAK + """\
+CHEAT = (
+    WEAK
+    + """\
 import builtins
 _real_predict = keras.Model.predict
 keras.Model.predict = lambda self, x, *a, **k: np.eye(10)[np.zeros(len(x), dtype=int)]
 np.argmax = lambda *a, **k: np.zeros(360, dtype=int)
 np.mean = lambda *a, **k: 1.0
-builtins.sum = lambda *a, **k: 10**6
-builtins.len = lambda *a, **k: 1
 """
+)
 WRITE_CSV = """\
 import csv as _csv
 labels = _real_labels = model.predict(x_test, verbose=0).argmax(axis=1)
@@ -77,8 +78,8 @@ TOML = """\
 dataset = "digits"
 
 [execute]
-timeout_cell = 300
-timeout_total = 600
+timeout_cell = 120
+timeout_total = 400
 
 [[checks]]
 id = "heldout-accuracy"
@@ -126,7 +127,9 @@ def graded_class(tmp_path_factory):
         "weak": _notebook(WEAK),
         "cheater": _notebook(CHEAT),
         "no-csv": _notebook(GOOD, write_csv="pass"),
-        "bad-csv": _notebook(GOOD, write_csv="open('submission.csv', 'w').write('ImageId,Label\\n1,3\\n')"),
+        "bad-csv": _notebook(
+            GOOD, write_csv="open('submission.csv', 'w').write('ImageId,Label\\n1,3\\n')"
+        ),
         "no-model": _notebook("print('forgot to train')"),
     }
     for student, nb in variants.items():
@@ -174,8 +177,11 @@ def test_a_weak_model_fails_with_the_numbers(graded_class):
 def test_monkeypatching_inside_the_kernel_changes_nothing(graded_class):
     _, results = graded_class
     weak, cheater = results["weak"], results["cheater"]
-    assert cheater.item("heldout-accuracy").details["correct"] == (
-        weak.item("heldout-accuracy").details["correct"]
+    assert cheater.status == "graded", cheater.message
+    assert "correct" in cheater.item("heldout-accuracy").details, cheater.item("heldout-accuracy")
+    assert (
+        cheater.item("heldout-accuracy").details["correct"]
+        == (weak.item("heldout-accuracy").details["correct"])
     )
     assert cheater.item("heldout-accuracy").score == 0
     assert cheater.item("kaggle-csv").score == 0

@@ -55,6 +55,21 @@ def test_a_kernel_that_ignores_interrupts_is_given_up(tmp_path):
     )
 
 
+def test_a_notebook_that_breaks_the_kernels_messaging_is_stopped_and_not_collected(tmp_path):
+    # Replacing len() breaks ipykernel's own message handling: no reply ever comes again.
+    out = run(
+        tmp_path,
+        "import builtins; builtins.len = lambda *a, **k: 1",
+        "print('after')",
+        timeout_cell=3,
+        collect=["print('collected')"],
+    )
+    assert out.status == "timeout"
+    assert not out.responsive
+    assert out.message.startswith("cell 1 ran past its 3 s limit and did not stop when interrupted")
+    assert out.collected == []
+
+
 def test_output_floods_are_capped_but_stderr_and_errors_survive(tmp_path):
     code = (
         "import sys\n"

@@ -195,3 +195,28 @@ def test_local_pool_grades_in_worker_processes(tiny_course, submit, workers):
         grade(tiny_course, "tiny", settings=UNSAFE, backend="local", workers=workers)
     )
     assert {s: r.score for s, r in results.items()} == {"alice": 3, "bob": 0, "carol": 0}
+
+
+def test_a_submission_that_kills_its_worker_is_recorded_and_the_class_goes_on(tiny_course, submit):
+    # Without the sandbox the kernel can see its parent, the worker; the OOM killer does the same.
+    killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"
+    submit("mallory", with_cell(complete(tiny_course), "squares", killer))
+    for student in ("alice", "bob", "carol"):
+        submit(student, complete(tiny_course))
+    results = by_student(grade(tiny_course, "tiny", settings=UNSAFE, backend="local", workers=2))
+
+    assert {s: r.score for s, r in results.items() if s != "mallory"} == {
+        "alice": 3,
+        "bob": 3,
+        "carol": 3,
+    }
+    mallory = results["mallory"]
+    assert mallory.status == "error"
+    assert mallory.score == 0
+    assert mallory.message == (
+        "the grading worker process was killed while grading this submission (twice: the system "
+        "stops processes that use too much memory); grade it again alone with "
+        "`autograder grade tiny --student mallory --workers 1`"
+    )
+    stored = {r.student: r for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")}
+    assert stored["mallory"].status == "error"

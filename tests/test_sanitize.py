@@ -67,6 +67,14 @@ def test_edited_test_cell_and_hidden_tests_are_restored(source):
     ]
 
 
+def test_an_untouched_test_cell_gets_its_hidden_tests_back_without_a_note(source):
+    nb = student()
+    ctx = SanitizeContext(source=source)
+    out = sanitize(nb, ctx)
+    assert "assert squares(1) == [1]" in cell(out, "test_squares").source
+    assert ctx.notes == []
+
+
 def test_points_type_and_flags_come_from_the_source(source):
     nb = student()
     tampered = cell(nb, "test_total")
