@@ -178,6 +178,12 @@ def sandboxed_command(
     """
     if not argv:
         raise ValueError("sandboxed_command needs a command to run")
+    for gpu in policy.gpus:
+        if not Path(f"/dev/nvidia{gpu}").exists():
+            raise SandboxUnavailableError(
+                f"GPU {gpu} was assigned but /dev/nvidia{gpu} does not exist; give --gpus "
+                "the indices nvidia-smi -L lists, or none"
+            )
     who = identity(policy.user)
     workdir = _check_workdir(policy.workdir)
     if who.drop:
@@ -197,6 +203,14 @@ def sandboxed_command(
         if not src.exists():
             what = "folder" if kind == "--bind" else "read-only bind source"
             raise SandboxUnavailableError(f"the sandbox {what} {src} does not exist")
+        # The submission controls what is inside the workdir: a symbolic link there must not
+        # mount a file from outside it (root follows links when it stages a bind).
+        given = src.absolute().parents
+        inside = workdir in given or Path(policy.workdir).absolute() in given
+        if inside and workdir not in src.resolve().parents:
+            raise SandboxUnavailableError(
+                f"{src} leads outside the working folder {workdir}; it is not mounted"
+            )
 
     staged: list[Path] = []
     if who.drop:
@@ -302,23 +316,51 @@ def run_sandboxed(
 # --- grading jobs -----------------------------------------------------------------------
 
 
-def kernel_factory_for(*, job: Any, workdir: Path) -> Callable[..., Any]:
-    """The kernel factory for one grading job: its limits, its data at ./data, its GPUs."""
+def job_policy(*, job: Any, workdir: Path) -> SandboxPolicy:
+    """The sandbox of one grading job (grade.GradeJob): its memory and process limits, its
+    GPUs, its released data read-only at ./data."""
     from .config import parse_size
-    from .kernel import kernel_factory
 
-    execute = job.config.execute
     memory = job.settings.limits(job.config).memory_limit_text
     binds = ((Path(job.data_dir), Path(workdir) / "data"),) if job.data_dir else ()
-    policy = SandboxPolicy(
+    return SandboxPolicy(
         workdir=Path(workdir),
         readonly_binds=binds,
         memory_bytes=parse_size(memory) if memory else None,
-        max_processes=execute.max_processes,
+        max_processes=job.config.execute.max_processes,
         file_size_bytes=DEFAULT_FILE_SIZE_BYTES,
         gpus=tuple(job.gpus),
     )
-    return kernel_factory(policy=policy)
+
+
+def kernel_factory_for(*, job: Any, workdir: Path) -> Callable[..., Any]:
+    """execute.KernelFactory for one grading job: SandboxedKernelManagers under job_policy."""
+    from .kernel import kernel_factory
+
+    return kernel_factory(policy=job_policy(job=job, workdir=workdir))
+
+
+def evaluator_wrapper(
+    *, job: Any, model: Path, images: Path, scratch: Path
+) -> Callable[..., list[str]]:
+    """Wraps the model evaluator's command in the job's sandbox.
+
+    Inside: ``scratch`` writable (the working folder), ``model`` and ``images`` read-only at
+    the same paths, and the ``autograder`` package importable. ``wrapper(argv, env=...)``
+    returns the command; the sandbox starts from a clean environment, so the evaluator's
+    variables go in ``env`` (the environment of the Popen is not passed on).
+    """
+    package = Path(__file__).resolve().parent
+    base = dataclasses.replace(
+        job_policy(job=job, workdir=scratch),
+        readonly_binds=((model, model), (images, images), (package, package)),
+    )
+
+    def wrap(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+        extra = {**(env or {}), "PYTHONPATH": str(package.parent)}
+        return sandboxed_command(argv, dataclasses.replace(base, env={**base.env, **extra}))
+
+    return wrap
 
 
 # --- availability -----------------------------------------------------------------------
@@ -439,8 +481,13 @@ def _check_workdir(workdir: Path) -> Path:
     path = Path(workdir).resolve()
     if not path.is_dir():
         raise SandboxUnavailableError(f"the sandbox working folder {workdir} is not a folder")
-    if path == Path("/") or path in (Path(p) for p in SYSTEM_PATHS):
-        raise SandboxUnavailableError(f"{path} cannot be a sandbox working folder")
+    for system in ("/", *SYSTEM_PATHS):
+        if path == Path(system) or (system != "/" and Path(system) in path.parents):
+            # Everything under it is visible to every sandbox, the course with it.
+            raise SandboxUnavailableError(
+                f"the sandbox working folder {path} is inside {system}, which every sandbox "
+                "sees; keep the course and its copies outside the system folders"
+            )
     return path
 
 
@@ -476,7 +523,7 @@ def _python_prefixes() -> list[Path]:
             if not system and path not in found:
                 found.append(path)
     # A parent mounted after its child would hide it: bind outer folders first.
-    return sorted(found, key=lambda p: len(p.parts))
+    return sorted(found, key=lambda p: (len(p.parts), str(p)))
 
 
 def _hidden_paths(policy: SandboxPolicy, prefixes: Sequence[Path]) -> Iterator[Path]:
@@ -552,7 +599,10 @@ def _tasks_of(uid: int) -> int:
 def _tool(name: str) -> str:
     path = shutil.which(name, path=TOOL_PATH)
     if path is None:
-        raise SandboxUnavailableError(f"{name} is not installed; {probe().fix or 'install it'}")
+        raise SandboxUnavailableError(
+            f"{name} was not found in {TOOL_PATH}; install bubblewrap and util-linux "
+            "(apt-get install bubblewrap util-linux)"
+        )
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import subprocess
 import sys
 import time
 import uuid
@@ -549,6 +550,24 @@ def test_a_missing_workdir_is_a_clear_error(tmp_path: Path) -> None:
     assert str(info.value) == f"the sandbox working folder {tmp_path / 'nope'} is not a folder"
 
 
+def test_a_gpu_that_is_not_there_is_a_clear_error(course: Path) -> None:
+    with pytest.raises(SandboxUnavailableError) as info:
+        sandbox.sandboxed_command(["true"], _policy(course / "work" / "alice", gpus=(97,)))
+    assert str(info.value) == (
+        "GPU 97 was assigned but /dev/nvidia97 does not exist; give --gpus the indices "
+        "nvidia-smi -L lists, or none"
+    )
+
+
+def test_a_workdir_in_a_system_folder_is_refused() -> None:
+    with pytest.raises(SandboxUnavailableError) as info:
+        sandbox.sandboxed_command(["true"], SandboxPolicy(workdir=Path("/usr/share")))
+    assert str(info.value) == (
+        "the sandbox working folder /usr/share is inside /usr, which every sandbox sees; keep "
+        "the course and its copies outside the system folders"
+    )
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root drops to the sandbox user")
 def test_as_root_the_command_drops_privileges_before_bwrap(course: Path) -> None:
     workdir = course / "work" / "alice"
@@ -559,3 +578,80 @@ def test_as_root_the_command_drops_privileges_before_bwrap(course: Path) -> None
     assert setpriv < bwrap
     assert cmd[setpriv + 1 : setpriv + 4] == [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
     assert (workdir / "a1.ipynb").stat().st_uid == uid
+
+
+def test_a_symbolic_link_in_the_workdir_is_never_mounted(course: Path) -> None:
+    workdir = course / "work" / "alice"
+    secret = course / ".autograder" / "heldout" / "digits" / "labels.csv"
+    (workdir / "model.keras").symlink_to(secret)
+    policy = _policy(workdir, readonly_binds=((workdir / "model.keras", Path("/model")),))
+    with pytest.raises(SandboxUnavailableError) as info:
+        sandbox.sandboxed_command(["true"], policy)
+    assert str(info.value) == (
+        f"{workdir / 'model.keras'} leads outside the working folder {workdir}; it is not mounted"
+    )
+
+
+# --- wired into grading ---------------------------------------------------------------------
+
+
+def test_the_evaluator_sees_its_model_images_and_package_and_nothing_else(
+    tiny_course: Any, tmp_path: Path
+) -> None:
+    from autograder.config import load_assignment
+    from autograder.grade import GradeJob, GradeSettings
+
+    workdir, scratch = tmp_path / "work", tmp_path / "scratch"
+    workdir.mkdir()
+    scratch.mkdir()
+    (workdir / "model.keras").write_bytes(b"model")
+    (workdir / "notes.txt").write_text("not for the evaluator")
+    images = tiny_course.heldout("digits") / "heldout-images.npy"
+    images.parent.mkdir(parents=True)
+    images.write_bytes(b"images")
+    job = GradeJob(
+        student="alice",
+        config=load_assignment(tiny_course, "tiny"),
+        submission=workdir,
+        autograded=tmp_path / "autograded",
+        source={},
+        assignment_files=tmp_path,
+        data_dir=None,
+        heldout={"digits": images.parent},
+        fingerprint="",
+        settings=GradeSettings(),
+    )
+    wrap = sandbox.evaluator_wrapper(
+        job=job, model=workdir / "model.keras", images=images, scratch=scratch
+    )
+    code = (
+        "import os, sys, autograder\n"
+        f"print(open({str(workdir / 'model.keras')!r}).read(), open({str(images)!r}).read())\n"
+        f"print(os.path.exists({str(workdir / 'notes.txt')!r}), os.listdir({str(images.parent)!r}))\n"
+        "print(os.getcwd() == sys.argv[1], os.environ['WHO'])"
+    )
+    cmd = wrap([sys.executable, "-c", code, str(scratch)], env={"WHO": "evaluator"})
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (
+        0,
+        "model images\nFalse ['heldout-images.npy']\nTrue evaluator\n",
+    )
+
+
+def test_grading_a_class_in_the_sandbox(tiny_course: Any, submit: Any) -> None:
+    from conftest import complete, with_cell
+
+    from autograder.grade import GradeSettings, grade
+
+    submit("alice", complete(tiny_course))
+    bomb = "import mmap, time\nm = mmap.mmap(-1, 2**30)\nm.write(b'x' * 2**30)\ntime.sleep(10)"
+    submit("bob", with_cell(complete(tiny_course), "squares", bomb))
+    report = grade(
+        tiny_course,
+        "tiny",
+        settings=GradeSettings(sandbox=True, memory_limit="300M"),
+        backend="inline",
+    )
+    results = {r.student: r for r in report.graded}
+    assert (results["alice"].status, results["alice"].score) == ("graded", 3.0)
+    assert results["bob"].status == "memory"
