@@ -29,6 +29,7 @@ from .sandbox import (
     TOOL_PATH,
     MemoryWatch,
     SandboxPolicy,
+    UserSlot,
     command_pid,
     identity,
     kill_sandbox,
@@ -102,6 +103,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         #: Host-only folder (0700) made at start: the kernel log, and k/, the socket folder
         #: the kernel sees; removed by cleanup_resources.
         self.runtime_dir: Path | None = None
+        self._slot: UserSlot | None = None
         self._caller_env: dict[str, str] = {}
         self._spec = KernelSpec(
             argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
@@ -117,8 +119,10 @@ class SandboxedKernelManager(AsyncKernelManager):
         return self._spec
 
     def kernel_policy(self) -> SandboxPolicy:
-        """The policy the kernel runs under: ``policy`` with the start_kernel env added."""
-        return dataclasses.replace(self.policy, env={**self.policy.env, **self._caller_env})
+        """The policy the kernel runs under: ``policy`` with its user slot and the env given
+        to start_kernel."""
+        base = self._slot.policy if self._slot is not None else self.policy
+        return dataclasses.replace(base, env={**base.env, **self._caller_env})
 
     def termination_reason(self) -> str | None:
         """Why the sandbox stopped the kernel: ``memory``, ``cpu`` or None (not stopped)."""
@@ -151,7 +155,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)
-        who = identity(self.policy.user)
+        who = identity(self.kernel_policy().user)
         if who.drop:
             os.chown(self.socket_dir, who.uid, who.gid)
             os.chown(self.connection_file, who.uid, who.gid)
@@ -159,6 +163,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw: Any) -> Any:
         self._caller_env = {str(k): str(v) for k, v in (kw.get("env") or {}).items()}
         if self.runtime_dir is None:
+            self._slot = UserSlot(self.policy)
             self.runtime_dir = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
             self.socket_dir.mkdir(mode=0o700)
             self.ip = str(self.socket_dir / "kernel")
@@ -178,6 +183,9 @@ class SandboxedKernelManager(AsyncKernelManager):
                 self.sandbox_log()
                 shutil.rmtree(self.runtime_dir, ignore_errors=True)
                 self.runtime_dir = None
+                if self._slot is not None:
+                    self._slot.release()
+                    self._slot = None
 
     # AsyncKernelManager binds its public coroutines to KernelManager's functions, so an
     # override of the private one is only seen through these.

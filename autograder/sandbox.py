@@ -13,12 +13,17 @@ What a sandboxed process sees (DESIGN.md, "Trust boundary"):
 - nothing else: not the course folder, not other submissions, not the grader's home, and not
   the public copies the held-out data could be looked up from (:data:`HIDDEN_DEFAULTS`).
 
-As root, the command first drops to an unprivileged user (``autograder-sandbox``, created on
-first use) and then runs bubblewrap unprivileged through a user namespace. Paths that user
-cannot reach (a Python under ``/root/.pyenv``, a course under a 0700 folder) are bind-mounted
-by root into a private staging folder first, so only what the policy names is exposed.
+The working folder appears at its own path; its parent folders exist inside only as empty
+mount points (read-only, or part of the private ``/tmp`` when the copy lives under ``/tmp``).
 
-Limits: processes (RLIMIT_NPROC, per uid), CPU seconds and file size per process, and memory:
+As root, the command first drops to an unprivileged user and then runs bubblewrap
+unprivileged through a user namespace. Each running sandbox takes a user of its own
+(``autograder-sandbox-<n>``, created on first use, see :class:`UserSlot`), because
+RLIMIT_NPROC counts every process of a uid. Paths that user cannot reach (a Python under
+``/root/.pyenv``, a copy under a 0700 folder) are bind-mounted by root into a private staging
+folder first, so only what the policy names is exposed.
+
+Limits: processes (RLIMIT_NPROC), CPU seconds and file size per process, and memory:
 RLIMIT_DATA per process (TensorFlow runs under it; RLIMIT_AS breaks it) plus a watchdog that
 kills the whole sandbox when its processes together hold more than the limit in anonymous and
 shared memory (which RLIMIT_DATA does not see). See docs/benchmarks.md for the measurements.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import glob
 import logging
@@ -85,6 +91,8 @@ STAGE_DIR = Path("/run/autograder-sandbox")
 DEFAULT_FILE_SIZE_BYTES = 2 * 2**30
 #: Extra seconds between the soft CPU limit (SIGXCPU) and the hard one (SIGKILL).
 CPU_GRACE_S = 5
+#: Users a machine may have running sandboxes as at once (<user>-0 .. <user>-N).
+MAX_USER_SLOTS = 64
 #: How often the memory watchdog looks at the sandbox's processes.
 WATCH_INTERVAL_S = 0.1
 TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -124,9 +132,12 @@ class SandboxPolicy:
     gpus: tuple[int, ...] = ()
     #: Extra environment variables.
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    #: Unprivileged user the sandbox runs as when the grader is root (one per worker slot
-    #: keeps RLIMIT_NPROC per kernel: the limit counts every process of the user).
+    #: Unprivileged user the sandbox runs as when the grader is root.
     user: str = DEFAULT_USER
+    #: As root, run each sandbox as a user of its own, ``<user>-<n>`` (the first free slot),
+    #: so that RLIMIT_NPROC, which counts every process of a uid, counts one sandbox only.
+    #: Applies to run_sandboxed and SandboxedKernelManager; sandboxed_command uses ``user``.
+    own_user: bool = True
     #: Size of the private /tmp (and HOME in it); /dev/shm gets a quarter of it.
     tmp_bytes: int = 512 * 2**20
 
@@ -280,7 +291,13 @@ def run_sandboxed(
     max_output: int = 1 << 20,
 ) -> SandboxRun:
     """Run ``argv`` in the sandbox and wait at most ``timeout`` seconds (then kill it all)."""
-    cmd = sandboxed_command(argv, policy)
+    with UserSlot(policy) as slot:
+        return _run(sandboxed_command(argv, slot.policy), slot.policy, timeout, input, max_output)
+
+
+def _run(
+    cmd: list[str], policy: SandboxPolicy, timeout: float, input: bytes | None, max_output: int
+) -> SandboxRun:
     with (
         tempfile.TemporaryFile() as out,
         tempfile.TemporaryFile() as err,
@@ -440,6 +457,47 @@ def _userns_fix() -> str:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+class UserSlot:
+    """Holds ``<policy.user>-<n>`` for one running sandbox (root and ``own_user`` only).
+
+    The claim is an flock on ``STAGE_DIR/<user>-<n>.lock``: it is shared by every grader
+    process on the machine and released when the holder closes it or dies. ``policy`` is the
+    policy to run with (its ``user`` replaced by the slot's).
+    """
+
+    def __init__(self, policy: SandboxPolicy) -> None:
+        self.policy = policy
+        self._fd: int | None = None
+        if os.geteuid() != 0 or not policy.own_user:
+            return
+        STAGE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for n in range(MAX_USER_SLOTS):
+            fd = os.open(STAGE_DIR / f"{policy.user}-{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._fd = fd
+            self.policy = dataclasses.replace(policy, user=f"{policy.user}-{n}")
+            return
+        raise SandboxUnavailableError(
+            f"all {MAX_USER_SLOTS} sandbox users {policy.user}-N are in use; run fewer workers"
+        )
+
+    def release(self) -> None:
+        """Give the user back (after every process of the sandbox is gone)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> UserSlot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def ensure_sandbox_user(name: str = DEFAULT_USER) -> tuple[int, int]:
@@ -648,16 +706,23 @@ def kill_sandbox(outer: int) -> None:
             os.killpg(outer, signal.SIGKILL)
 
 
-def _sandbox_memory(init: int) -> int:
-    """Anonymous and shared memory held by every process of the sandbox, in bytes."""
+def _sandbox_memory(init: int, *, proportional: bool = False) -> int:
+    """Anonymous and shared memory held by every process of the sandbox, in bytes.
+
+    The quick sum (``RssAnon + RssShmem`` from ``status``) counts pages that forked processes
+    share once per process; ``proportional`` sums ``Pss_Anon + Pss_Shmem`` instead, which
+    splits them, at the price of a page-table walk (about 10 ms for a 600 MB process).
+    """
+    fields = ("Pss_Anon:", "Pss_Shmem:") if proportional else ("RssAnon:", "RssShmem:")
     total = 0
     proc = f"/proc/{init}/root/proc"
     for name in os.listdir(proc):
         if not name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            for line in Path(proc, name, "status").read_text().splitlines():
-                if line.startswith(("RssAnon:", "RssShmem:")):
+            text = Path(proc, name, "smaps_rollup" if proportional else "status").read_text()
+            for line in text.splitlines():
+                if line.startswith(fields):
                     total += int(line.split()[1]) * 1024
     return total
 
@@ -694,6 +759,9 @@ class MemoryWatch:
                 init = kids[0]
             try:
                 used = _sandbox_memory(init)
+                if used > self.limit:
+                    # Confirm before killing: forked workers share their parent's pages.
+                    used = _sandbox_memory(init, proportional=True) or used
             except OSError:
                 return  # the sandbox is gone
             self.peak = max(self.peak, used)

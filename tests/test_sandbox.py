@@ -346,12 +346,35 @@ for pid in children:
     os.waitpid(pid, 0)
 print(type(error).__name__, error.errno if error else None, len(children) < 40)
 """
-    # One uid per worker slot: this test's count is not shared with other sandboxes.
-    policy = _policy(course / "work" / "alice", max_processes=40, user="autograder-sandbox-t0")
+    policy = _policy(course / "work" / "alice", max_processes=40)
     nb, _, error = _run(policy, [bomb, "print('alive')"])
     assert error is None
     assert _text(nb.cells[0]) == "BlockingIOError 11 True\n"
     assert _text(nb.cells[1]) == "alive\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can run sandboxes as other users")
+def test_kernels_running_at_once_run_as_users_of_their_own(course: Path) -> None:
+    # RLIMIT_NPROC counts every process of a uid: a shared one would pool the limit.
+    notebooks = [new_notebook(cells=[new_code_cell("import os; print(os.getuid())")]) for _ in "ab"]
+    kms = [SandboxedKernelManager(policy=_policy(course / "work" / "alice")) for _ in "ab"]
+    clients = [NotebookClient(nb, km=km, timeout=30) for nb, km in zip(notebooks, kms, strict=True)]
+
+    async def go() -> None:
+        try:
+            async with clients[0].async_setup_kernel(), clients[1].async_setup_kernel():
+                for nb, client in zip(notebooks, clients, strict=True):
+                    await client.async_execute_cell(nb.cells[0], 0)
+        finally:
+            for km in kms:
+                await km.shutdown_kernel(now=True)
+                await km.cleanup_resources()
+
+    asyncio.run(go())
+    uids = [int(_text(nb.cells[0])) for nb in notebooks]
+    names = [sandbox.pwd.getpwuid(uid).pw_name for uid in uids]
+    assert names[0] != names[1]
+    assert all(n.startswith("autograder-sandbox-") and n[19:].isdigit() for n in names)
 
 
 def test_a_detached_daemon_is_gone_after_shutdown(course: Path) -> None:
@@ -519,6 +542,25 @@ time.sleep(20)
         timeout=15,
     )
     assert (done.memory_exceeded, done.timed_out, done.returncode) == (True, False, 128 + 9)
+
+
+def test_pages_forked_processes_share_count_once(course: Path) -> None:
+    # 3 processes map the same 250 MiB: 750 MiB by RSS, 250 MiB in truth, under 384 MiB.
+    code = """
+import os, time
+block = b"x" * (250 * 2**20)
+for _ in range(2):
+    if os.fork() == 0:
+        time.sleep(20)
+        os._exit(0)
+time.sleep(20)
+"""
+    done = run_sandboxed(
+        [sys.executable, "-c", code],
+        policy=_policy(course / "work" / "alice", memory_bytes=384 * MiB),
+        timeout=2,
+    )
+    assert (done.memory_exceeded, done.timed_out) == (False, True)
 
 
 def test_probe_says_how_to_install_bwrap(monkeypatch: pytest.MonkeyPatch) -> None:
