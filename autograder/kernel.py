@@ -25,16 +25,8 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
-from .sandbox import (
-    TOOL_PATH,
-    MemoryWatch,
-    SandboxPolicy,
-    UserSlot,
-    command_pid,
-    identity,
-    kill_sandbox,
-    sandboxed_command,
-)
+from .limits import TOOL_PATH, MemoryWatch, UserSlot, command_pid, identity, kill_sandbox
+from .sandbox import SandboxPolicy, sandboxed_command
 
 
 class _SandboxProvisioner(LocalProvisioner):
@@ -121,8 +113,10 @@ class SandboxedKernelManager(AsyncKernelManager):
     def kernel_policy(self) -> SandboxPolicy:
         """The policy the kernel runs under: ``policy`` with its user slot and the env given
         to start_kernel."""
-        base = self._slot.policy if self._slot is not None else self.policy
-        return dataclasses.replace(base, env={**base.env, **self._caller_env})
+        user = self._slot.user if self._slot is not None else self.policy.user
+        return dataclasses.replace(
+            self.policy, user=user, env={**self.policy.env, **self._caller_env}
+        )
 
     def termination_reason(self) -> str | None:
         """Why the sandbox stopped the kernel: ``memory``, ``cpu`` or None (not stopped)."""
@@ -163,7 +157,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw: Any) -> Any:
         self._caller_env = {str(k): str(v) for k, v in (kw.get("env") or {}).items()}
         if self.runtime_dir is None:
-            self._slot = UserSlot(self.policy)
+            self._slot = UserSlot(self.policy.user, own=self.policy.own_user)
             self.runtime_dir = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
             self.socket_dir.mkdir(mode=0o700)
             self.ip = str(self.socket_dir / "kernel")

@@ -31,30 +31,35 @@ shared memory (which RLIMIT_DATA does not see). See docs/benchmarks.md for the m
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import functools
 import glob
 import logging
 import os
-import pwd
 import shutil
-import signal
 import stat
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .errors import SandboxUnavailableError
+from .limits import (
+    DEFAULT_USER,
+    RUN_DIR,
+    TOOL_PATH,
+    Identity,
+    MemoryWatch,
+    UserSlot,
+    identity,
+    kill_sandbox,
+    rlimit_options,
+)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_USER = "autograder-sandbox"
 #: Paths hidden in every sandbox. ``{prefix}`` stands for each bound Python installation and
 #: ``{site}`` for each of its site-packages folders; paths that do not exist are skipped.
 HIDDEN_DEFAULTS: tuple[str, ...] = (
@@ -86,16 +91,9 @@ NVIDIA_SHARED_DEVICES = (
     "/dev/nvidia-caps",
 )
 #: Root mounts the folders the sandbox user cannot reach here, in a private mount namespace.
-STAGE_DIR = Path("/run/autograder-sandbox")
+STAGE_DIR = RUN_DIR
 #: Largest file a graded kernel may write: far above a workshop model or CSV, far below a disk.
 DEFAULT_FILE_SIZE_BYTES = 2 * 2**30
-#: Extra seconds between the soft CPU limit (SIGXCPU) and the hard one (SIGKILL).
-CPU_GRACE_S = 5
-#: Users a machine may have running sandboxes as at once (<user>-0 .. <user>-N).
-MAX_USER_SLOTS = 64
-#: How often the memory watchdog looks at the sandbox's processes.
-WATCH_INTERVAL_S = 0.1
-TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _STAGE_SCRIPT = """set -e
 stage=$1; shift
 mount -t tmpfs -o mode=0755,size=64k autograder-stage "$stage"
@@ -160,15 +158,6 @@ class SandboxRun:
     stderr: bytes
     timed_out: bool = False
     memory_exceeded: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class Identity:
-    """Who the sandbox runs as."""
-
-    uid: int
-    gid: int
-    drop: bool  # True when we are root and must switch to uid/gid before bwrap
 
 
 # --- the command --------------------------------------------------------------------------
@@ -263,7 +252,15 @@ def sandboxed_command(
             args += ["--ro-bind", "/dev/null", str(hidden)]
     args += ["--remount-ro", "/", "--chdir", str(workdir), "--", *argv]
 
-    limits = [_tool("prlimit"), *_rlimits(policy, who), "--"]
+    limits = [_tool("prlimit")]
+    limits += rlimit_options(
+        who=who,
+        max_processes=policy.max_processes,
+        cpu_seconds=policy.cpu_seconds,
+        file_size_bytes=policy.file_size_bytes,
+        memory_bytes=policy.memory_bytes,
+    )
+    limits.append("--")
     if not who.drop:
         return [*limits, *args]
     setpriv = [
@@ -291,8 +288,10 @@ def run_sandboxed(
     max_output: int = 1 << 20,
 ) -> SandboxRun:
     """Run ``argv`` in the sandbox and wait at most ``timeout`` seconds (then kill it all)."""
-    with UserSlot(policy) as slot:
-        return _run(sandboxed_command(argv, slot.policy), slot.policy, timeout, input, max_output)
+    with UserSlot(policy.user, own=policy.own_user) as slot:
+        run_policy = dataclasses.replace(policy, user=slot.user)
+        cmd = sandboxed_command(argv, run_policy)
+        return _run(cmd, run_policy, timeout, input, max_output)
 
 
 def _run(
@@ -459,82 +458,6 @@ def _userns_fix() -> str:
 # --- helpers ------------------------------------------------------------------------------
 
 
-class UserSlot:
-    """Holds ``<policy.user>-<n>`` for one running sandbox (root and ``own_user`` only).
-
-    The claim is an flock on ``STAGE_DIR/<user>-<n>.lock``: it is shared by every grader
-    process on the machine and released when the holder closes it or dies. ``policy`` is the
-    policy to run with (its ``user`` replaced by the slot's).
-    """
-
-    def __init__(self, policy: SandboxPolicy) -> None:
-        self.policy = policy
-        self._fd: int | None = None
-        if os.geteuid() != 0 or not policy.own_user:
-            return
-        STAGE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-        for n in range(MAX_USER_SLOTS):
-            fd = os.open(STAGE_DIR / f"{policy.user}-{n}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            self._fd = fd
-            self.policy = dataclasses.replace(policy, user=f"{policy.user}-{n}")
-            return
-        raise SandboxUnavailableError(
-            f"all {MAX_USER_SLOTS} sandbox users {policy.user}-N are in use; run fewer workers"
-        )
-
-    def release(self) -> None:
-        """Give the user back (after every process of the sandbox is gone)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> UserSlot:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def ensure_sandbox_user(name: str = DEFAULT_USER) -> tuple[int, int]:
-    """The (uid, gid) of system user ``name``, created (as root) if missing."""
-    try:
-        entry = pwd.getpwnam(name)
-        return entry.pw_uid, entry.pw_gid
-    except KeyError:
-        pass
-    useradd = shutil.which("useradd", path=TOOL_PATH)
-    if useradd is not None:
-        subprocess.run(
-            [useradd, "--system", "--user-group", "--no-create-home", "--home-dir",
-             "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-            capture_output=True, check=False,
-        )  # fmt: skip
-        with contextlib.suppress(KeyError):
-            entry = pwd.getpwnam(name)
-            return entry.pw_uid, entry.pw_gid
-    log.warning(
-        "could not create the sandbox user %r; using 'nobody' instead, which shares its "
-        "process limit with every other 'nobody' process (create it: useradd --system %s)",
-        name,
-        name,
-    )
-    entry = pwd.getpwnam("nobody")
-    return entry.pw_uid, entry.pw_gid
-
-
-def identity(user: str) -> Identity:
-    """The sandbox's uid and gid: ``user`` (created if needed) as root, else ourselves."""
-    if os.geteuid() != 0:
-        return Identity(os.getuid(), os.getgid(), drop=False)
-    uid, gid = ensure_sandbox_user(user)
-    return Identity(uid, gid, drop=True)
-
-
 def _check_workdir(workdir: Path) -> Path:
     path = Path(workdir).resolve()
     if not path.is_dir():
@@ -627,32 +550,6 @@ def _environment(policy: SandboxPolicy) -> dict[str, str]:
     return env
 
 
-def _rlimits(policy: SandboxPolicy, who: Identity) -> list[str]:
-    nproc = policy.max_processes
-    if not who.drop:
-        # RLIMIT_NPROC counts every task of the uid: without a dedicated uid, allow for the
-        # user's own processes on top.
-        nproc += _tasks_of(who.uid)
-    limits = [f"--nproc={nproc}", "--core=0"]
-    if policy.cpu_seconds is not None:
-        limits.append(f"--cpu={policy.cpu_seconds}:{policy.cpu_seconds + CPU_GRACE_S}")
-    if policy.file_size_bytes is not None:
-        limits.append(f"--fsize={policy.file_size_bytes}")
-    if policy.memory_bytes is not None:
-        limits.append(f"--data={policy.memory_bytes}")
-    return limits
-
-
-def _tasks_of(uid: int) -> int:
-    count = 0
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if entry.stat().st_uid == uid:
-                    count += len(os.listdir(f"/proc/{entry.name}/task"))
-    return count
-
-
 @functools.cache
 def _tool(name: str) -> str:
     path = shutil.which(name, path=TOOL_PATH)
@@ -668,105 +565,3 @@ def _tool(name: str) -> str:
 def _bwrap_supports(option: str) -> bool:
     result = subprocess.run([_tool("bwrap"), "--help"], capture_output=True, text=True)
     return option in result.stdout + result.stderr
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def command_pid(outer: int) -> int | None:
-    """Host pid of the command the sandbox runs (its pid 2, the child of its init).
-
-    ``outer`` is the pid of the bwrap process that was started (the Popen pid).
-    """
-    for init in _children(outer):
-        for kid in _children(init):
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{kid}/status").read_text().splitlines():
-                    if line.startswith("NSpid:") and line.split()[-1] == "2":
-                        return kid
-    return None
-
-
-def kill_sandbox(outer: int) -> None:
-    """SIGKILL the sandbox's init: the kernel then kills every process of its namespace.
-
-    bwrap (``outer``) exits once its init is gone, hence after the whole namespace: waiting
-    for ``outer`` waits for everything. Before the init exists, bwrap itself is killed.
-    """
-    inits = _children(outer)
-    for init in inits:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(init, signal.SIGKILL)
-    if not inits:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(outer, signal.SIGKILL)
-
-
-def _sandbox_memory(init: int, *, proportional: bool = False) -> int:
-    """Anonymous and shared memory held by every process of the sandbox, in bytes.
-
-    The quick sum (``RssAnon + RssShmem`` from ``status``) counts pages that forked processes
-    share once per process; ``proportional`` sums ``Pss_Anon + Pss_Shmem`` instead, which
-    splits them, at the price of a page-table walk (about 10 ms for a 600 MB process).
-    """
-    fields = ("Pss_Anon:", "Pss_Shmem:") if proportional else ("RssAnon:", "RssShmem:")
-    total = 0
-    proc = f"/proc/{init}/root/proc"
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            text = Path(proc, name, "smaps_rollup" if proportional else "status").read_text()
-            for line in text.splitlines():
-                if line.startswith(fields):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
-class MemoryWatch:
-    """Kills the sandbox when its processes together hold more than ``limit`` bytes.
-
-    RLIMIT_DATA stops one process's heap; it does not see shared memory (``mmap(-1, n)``)
-    nor several processes each under the limit. tmpfs files are bounded by their size.
-    """
-
-    def __init__(self, outer: int, limit: int | None) -> None:
-        self.outer = outer
-        self.limit = limit
-        self.exceeded = False
-        self.peak = 0
-        self._stop = threading.Event()
-        if limit is not None:
-            threading.Thread(target=self._run, name=f"sandbox-memory-{outer}", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        assert self.limit is not None
-        init: int | None = None
-        while not self._stop.wait(WATCH_INTERVAL_S):
-            if init is None:
-                kids = _children(self.outer)
-                if not kids:
-                    if not Path(f"/proc/{self.outer}").exists():
-                        return
-                    continue
-                init = kids[0]
-            try:
-                used = _sandbox_memory(init)
-                if used > self.limit:
-                    # Confirm before killing: forked workers share their parent's pages.
-                    used = _sandbox_memory(init, proportional=True) or used
-            except OSError:
-                return  # the sandbox is gone
-            self.peak = max(self.peak, used)
-            if used > self.limit:
-                self.exceeded = True
-                log.info("sandbox %d holds %d bytes (limit %d): killed", init, used, self.limit)
-                kill_sandbox(self.outer)
-                return

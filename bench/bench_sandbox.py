@@ -24,7 +24,7 @@ from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 
-from autograder import sandbox
+from autograder import limits
 from autograder.kernel import SandboxedKernelManager
 from autograder.sandbox import SandboxPolicy, run_sandboxed
 
@@ -69,10 +69,10 @@ async def watchdog_look(policy: SandboxPolicy, looks: int = 200) -> float:
         assert km.provisioner is not None and km.provisioner.process is not None
         outer = km.provisioner.process.pid
         await asyncio.sleep(1)
-        init = sandbox._children(outer)[0]
+        init = limits.children(outer)[0]
         start = time.perf_counter()
         for _ in range(looks):
-            sandbox._sandbox_memory(init)
+            limits.sandbox_memory(init)
         return (time.perf_counter() - start) / looks
     finally:
         await km.shutdown_kernel(now=True)

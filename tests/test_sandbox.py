@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell, new_notebook
 
-from autograder import sandbox
+from autograder import limits, sandbox
 from autograder.errors import SandboxUnavailableError
 from autograder.kernel import SandboxedKernelManager
 from autograder.sandbox import SandboxPolicy, SandboxStatus, probe, run_sandboxed
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.sandbox
 MiB = 2**20
 ATTEMPT = '''
 import os
+import pwd
 
 def attempt(action):
     """'ok <result>' or the OSError's class and errno: the exact outcome of one action."""
@@ -372,7 +374,7 @@ def test_kernels_running_at_once_run_as_users_of_their_own(course: Path) -> None
 
     asyncio.run(go())
     uids = [int(_text(nb.cells[0])) for nb in notebooks]
-    names = [sandbox.pwd.getpwuid(uid).pw_name for uid in uids]
+    names = [pwd.getpwuid(uid).pw_name for uid in uids]
     assert names[0] != names[1]
     assert all(n.startswith("autograder-sandbox-") and n[19:].isdigit() for n in names)
 
@@ -381,6 +383,7 @@ def test_a_detached_daemon_is_gone_after_shutdown(course: Path) -> None:
     marker = f"{4000 + uuid.uuid4().int % 1000}.{uuid.uuid4().int % 10**6}"
     daemon = f"""
 import os
+import pwd
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
@@ -615,7 +618,7 @@ def test_as_root_the_command_drops_privileges_before_bwrap(course: Path) -> None
     workdir = course / "work" / "alice"
     (workdir / "a1.ipynb").write_text("{}")
     cmd = sandbox.sandboxed_command(["true"], _policy(workdir))
-    uid, gid = sandbox.ensure_sandbox_user()
+    uid, gid = limits.ensure_sandbox_user()
     setpriv, bwrap = cmd.index(sandbox._tool("setpriv")), cmd.index(sandbox._tool("bwrap"))
     assert setpriv < bwrap
     assert cmd[setpriv + 1 : setpriv + 4] == [f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
