@@ -148,7 +148,7 @@ def evaluate_model(
     n_classes: int,
     timeout: float,
     workdir: Path,
-    command_wrapper: Callable[[list[str]], list[str]] | None = None,
+    command_wrapper: Callable[..., list[str]] | None = None,
     env: Mapping[str, str] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> EvalOutcome:
@@ -197,15 +197,17 @@ def evaluate_model(
         "--classes",
         str(n_classes),
     ]
+    environment = _evaluator_env(workdir, env)
     if command_wrapper is not None:
-        command = command_wrapper(command)
+        # A sandbox starts its command from a clean environment: it gets the variables too.
+        command = command_wrapper(command, env=environment)
     log_path = workdir / "evaluator.log"
     try:
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 command,
                 cwd=workdir,
-                env=_evaluator_env(workdir, env),
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -194,9 +194,14 @@ def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: An
     )
 
 
+#: Errors that mean "out of memory": Python's, and TensorFlow's when an allocation fails
+#: under the sandbox's address-space limit (see docs/benchmarks.md).
+MEMORY_ERRORS = frozenset({"MemoryError", "ResourceExhaustedError"})
+
+
 def _is_memory_error(cell: NotebookNode) -> bool:
     return any(
-        o.get("output_type") == "error" and o.get("ename") == "MemoryError"
+        o.get("output_type") == "error" and o.get("ename") in MEMORY_ERRORS
         for o in cell.get("outputs", [])
     )
 

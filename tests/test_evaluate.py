@@ -323,7 +323,7 @@ def run_as(tmp_path: Path, replacement: list[str]) -> EvalOutcome:
         n_classes=10,
         timeout=30,
         workdir=tmp_path / "w",
-        command_wrapper=lambda command: replacement,
+        command_wrapper=lambda command, env=None: replacement,
     )
 
 
@@ -592,7 +592,7 @@ def test_the_evaluator_never_opens_the_labels(keras, trained, heldout, tmp_path)
     script.write_text(AUDIT)
     commands = []
 
-    def wrapper(command: list[str]) -> list[str]:
+    def wrapper(command: list[str], env=None) -> list[str]:
         commands.append(command)
         start = command.index("autograder.evaluate") + 1
         return [command[0], "-P", str(script), str(log), *command[start:]]
