@@ -382,6 +382,48 @@ def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
     run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo)
 
 
+@cli.command("check-csv")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--competition",
+    default="digit-recognizer",
+    show_default=True,
+    help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10.",
+)
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows the file must have. Default: the competition's own count, else the test.csv "
+    "count in <course>/data/<data set>/dataset.json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
+@click.pass_context
+def check_csv_cmd(
+    ctx: click.Context, file: Path, competition: str, rows: int | None, as_json: bool
+) -> None:
+    """Check a Kaggle submission FILE: header, row count, ids, labels, encoding.
+
+    Every problem names its rule and line; the first few of each rule are shown.
+
+    \b
+    Exit status:
+      0  the file is valid
+      1  the file is invalid, including a missing, empty or unreadable file
+      2  usage error: unknown competition, or a row count that is not known
+    """
+    import json
+
+    from .competitions import get_competition, resolve_rows
+    from .csvcheck import check_csv
+
+    chosen = get_competition(competition)
+    expected = resolve_rows(chosen, course=ctx.obj, rows=rows)
+    report = check_csv(file, competition=chosen, rows=expected)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
+    ctx.exit(0 if report.valid else 1)
+
+
 @cli.group()
 def data() -> None:
     """Prepare data sets in the Kaggle digit-recognizer layout."""
