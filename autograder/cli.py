@@ -364,24 +364,6 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
         results_table(results)
 
 
-@cli.command("demo")
-@click.option(
-    "--dir",
-    "folder",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("demo-course"),
-    show_default=True,
-    help="Fresh folder for the demo course (replaced if it holds an earlier demo).",
-)
-@click.option("--workers", type=int, default=None, help="Kernels at once.")
-@click.option("--unsafe-no-sandbox", "unsafe", is_flag=True, help="Run without the sandbox.")
-def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
-    """The whole loop on the embedded digits: prepare, release, submit, grade, report."""
-    from .demo import run_demo
-
-    run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo)
-
-
 @cli.command("check-csv")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
@@ -424,6 +406,24 @@ def check_csv_cmd(
     ctx.exit(0 if report.valid else 1)
 
 
+@cli.command("demo")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-course"),
+    show_default=True,
+    help="Fresh folder for the demo course (replaced if it holds an earlier demo).",
+)
+@click.option("--workers", type=int, default=None, help="Kernels at once.")
+@click.option("--unsafe-no-sandbox", "unsafe", is_flag=True, help="Run without the sandbox.")
+def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
+    """The whole loop on the embedded digits: prepare, release, submit, grade, report."""
+    from .demo import run_demo
+
+    run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo)
+
+
 @cli.group()
 def data() -> None:
     """Prepare data sets in the Kaggle digit-recognizer layout."""
@@ -442,6 +442,59 @@ def data_prepare(course: Course, name: str) -> None:
     click.echo(f"{name}: {counts} images ({prepared.source})")
     click.echo(f"  released inputs: {prepared.released}")
     click.echo(f"  grader only:     {prepared.heldout}")
+
+
+@cli.group("kaggle")
+def kaggle_group() -> None:
+    """Download a competition's files and submit CSVs with the kaggle client.
+
+    Credentials are the kaggle client's own: KAGGLE_API_TOKEN or ~/.kaggle/access_token (a
+    token from https://www.kaggle.com/settings/api), KAGGLE_USERNAME and KAGGLE_KEY or
+    kaggle.json (a legacy key), or 'kaggle auth login'.
+    """
+
+
+_competition_option = click.option(
+    "-c",
+    "--competition",
+    required=True,
+    help="Competition name, the last part of its address (e.g. digit-recognizer).",
+)
+
+
+@kaggle_group.command("download")
+@_competition_option
+@click.option(
+    "-p",
+    "--path",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the files (same-named files are replaced). Default: ./COMPETITION.",
+)
+def kaggle_download(competition: str, folder: Path | None) -> None:
+    """Download and unzip the files of a Kaggle competition."""
+    from .kaggle import download_competition
+
+    folder = folder if folder is not None else Path(competition)
+    files = download_competition(competition, folder)
+    click.echo(f"{competition}: {len(files)} file(s) in {folder}")
+    for name in files:
+        click.echo(f"  {name}")
+
+
+@kaggle_group.command("submit")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@_competition_option
+@click.option("-m", "--message", required=True, help="Description shown with the submission.")
+def kaggle_submit(file: Path, competition: str, message: str) -> None:
+    """Check FILE like 'autograder check-csv' and submit it only if it is valid."""
+    from .kaggle import submit
+
+    result = submit(file, competition=competition, message=message)
+    click.echo(result.check_summary)
+    click.echo(f"submitted {file} to {competition}: {result.kaggle_message}")
+    click.echo(f"  scores: {result.url}")
 
 
 def main() -> None:

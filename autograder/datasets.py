@@ -235,10 +235,10 @@ def load_kaggle_digit_recognizer_splits(download_dir: Path | None = None) -> Spl
     Kaggle keeps its test labels, so the CSV can be validated here but only scored on Kaggle;
     the held-out set for the accuracy check is cut from Kaggle's train.csv (10%).
     """
-    from . import kaggle as kaggle_mod
+    from .kaggle import download_competition
 
     folder = download_dir or Path(tempfile.mkdtemp(prefix="kaggle-digit-recognizer-"))
-    files = kaggle_mod.download_competition("digit-recognizer", folder)
+    files = download_competition("digit-recognizer", folder)
     train = np.loadtxt(files["train.csv"], delimiter=",", skiprows=1, dtype=np.uint8)
     test = np.loadtxt(files["test.csv"], delimiter=",", skiprows=1, dtype=np.uint8)
     labels, pixels = train[:, 0], train[:, 1:].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
