@@ -258,23 +258,25 @@ def _label_hint(value: str, labels: tuple[str, ...]) -> str:
     return ""
 
 
-def _field_problem(column: str, value: str, number: int, out: _Problems) -> bool:
-    """The quotes and whitespace rules, which apply to every field: True if one is broken."""
-    if '"' in value or "'" in value:
-        out.add(
-            "quotes",
-            number,
-            lambda: f"{column} {_show(value)} is quoted; write values without quotes",
-        )
-        return True
-    if value != value.strip():
-        out.add(
-            "whitespace",
-            number,
-            lambda: f"{column} {_show(value)} has whitespace around it; remove it",
-        )
-        return True
-    return False
+def _field_problem(
+    column: str, value: str, number: int, out: _Problems, plain: Callable[[str], bool]
+) -> bool:
+    """The quotes and whitespace rules, which apply to every field: True if one is broken.
+    The message says what to write when the value inside is a ``plain`` one."""
+    quoted = '"' in value or "'" in value
+    if not quoted and value == value.strip():
+        return False
+
+    def message() -> str:
+        inner = value.strip().strip("\"'").strip()
+        if quoted:
+            fix = f"write {inner}" if plain(inner) else "write values without quotes"
+            return f"{column} {_show(value)} is quoted; {fix}"
+        fix = f"write {inner}" if plain(inner) else "remove it"
+        return f"{column} {_show(value)} has whitespace around it; {fix}"
+
+    out.add("quotes" if quoted else "whitespace", number, message)
+    return True
 
 
 def _header_problem(header: str, comp: Competition) -> str:
@@ -436,7 +438,7 @@ def _check_id(raw: str, comp: Competition, number: int, out: _Problems) -> int |
     column = comp.id_column
     if _PLAIN_INT.fullmatch(raw):
         return int(raw)
-    if _field_problem(column, raw, number, out):
+    if _field_problem(column, raw, number, out, lambda inner: bool(_PLAIN_INT.fullmatch(inner))):
         return None
 
     def message() -> str:
@@ -453,7 +455,7 @@ def _check_id(raw: str, comp: Competition, number: int, out: _Problems) -> int |
 
 def _check_label(raw: str, comp: Competition, number: int, out: _Problems) -> None:
     column = comp.label_column
-    if _field_problem(column, raw, number, out):
+    if _field_problem(column, raw, number, out, lambda inner: inner in comp.labels):
         return
 
     def message() -> str:

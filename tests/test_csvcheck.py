@@ -359,20 +359,25 @@ def test_pandas_index_column_is_named_once_then_counted(tmp_path):
 
 
 def test_quotes(tmp_path):
-    report = check(tmp_path, HEADER + '"1",0\n2,"0"\n3,\'0\'\n')
+    report = check(tmp_path, HEADER + '"1",0\n2,"0"\n3,\'0\'\n"4 ",x\n5,"1.0"\n', n=5)
     assert problems(report) == [
-        "line 2: ImageId '\"1\"' is quoted; write values without quotes",
-        "line 3: Label '\"0\"' is quoted; write values without quotes",
-        "line 4: Label \"'0'\" is quoted; write values without quotes",
+        "line 2: ImageId '\"1\"' is quoted; write 1",
+        "line 3: Label '\"0\"' is quoted; write 0",
+        "line 4: Label \"'0'\" is quoted; write 0",
+        "line 5: ImageId '\"4 \"' is quoted; write 4",
+        "line 5: Label 'x' is not one of 0..9",
+        "line 6: Label '\"1.0\"' is quoted; write values without quotes",
     ]
+    assert list(report.counts) == ["quotes", "label"]
 
 
 def test_whitespace(tmp_path):
-    report = check(tmp_path, HEADER + " 1,0\n2, 0\n3,0\t\n")
+    report = check(tmp_path, HEADER + " 1,0\n2, 0\n3,0\t\n4, 1.0 \n", n=4)
     assert problems(report) == [
-        "line 2: ImageId ' 1' has whitespace around it; remove it",
-        "line 3: Label ' 0' has whitespace around it; remove it",
-        "line 4: Label '0\\t' has whitespace around it; remove it",
+        "line 2: ImageId ' 1' has whitespace around it; write 1",
+        "line 3: Label ' 0' has whitespace around it; write 0",
+        "line 4: Label '0\\t' has whitespace around it; write 0",
+        "line 5: Label ' 1.0 ' has whitespace around it; remove it",
     ]
 
 
