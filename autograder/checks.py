@@ -184,7 +184,8 @@ def _with_notebook(item: ItemResult, notebook: str) -> ItemResult:
 
 def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> ItemResult:
     """Validate the notebook's CSV for its competition and score it on the held-back labels."""
-    from .csvcheck import check_csv, score_csv
+    from .csvcheck import InvalidCsvError, check_csv, score_csv
+    from .errors import DataError
 
     heldout = job.heldout[check.dataset]
     meta = _meta(heldout)
@@ -199,8 +200,10 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
         )
     if path.is_symlink() or not path.is_file():
         return _zero(check, job.config, f"{check.file} is not a regular file")
-    report = check_csv(path, competition=check.competition, rows=int(meta["counts"]["test"]))
-    shutil.copyfile(path, out_dir / Path(check.file).name)
+    # Check and score the grader's copy: nothing the notebook left running can change it.
+    copy = out_dir / Path(check.file).name
+    shutil.copyfile(path, copy)
+    report = check_csv(copy, competition=check.competition, rows=int(meta["counts"]["test"]))
     if not report.valid:
         return ItemResult(
             id=check.id,
@@ -225,7 +228,17 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
             notebook=check_notebook_for(check, job.config),
             details={"report": report.to_json()},
         )
-    score = score_csv(report, labels)
+    try:
+        score = score_csv(report, labels)
+    except InvalidCsvError as exc:
+        return _zero(check, job.config, f"{check.file}: {exc}")
+    except DataError as exc:
+        return _zero(
+            check,
+            job.config,
+            f"{check.file} could not be scored: {exc} (a problem of the course's data, not of "
+            "the submission; ask the instructor)",
+        )
     details = {
         "public": score.public,
         "private": score.private,

@@ -370,30 +370,40 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
     "--competition",
     default="digit-recognizer",
     show_default=True,
-    help="Format to check against: digit-recognizer, digits, fashion-mnist, mnist, cifar-10.",
+    help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10.",
 )
-@click.option("--rows", type=int, help="Rows the file must have (default: the competition's).")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.pass_obj
+@click.option(
+    "--rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Rows the file must have. Default: the competition's own count, else the test.csv "
+    "count in <course>/data/<data set>/dataset.json.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
+@click.pass_context
 def check_csv_cmd(
-    course: Course, file: Path, competition: str, rows: int | None, as_json: bool
+    ctx: click.Context, file: Path, competition: str, rows: int | None, as_json: bool
 ) -> None:
-    """Check a Kaggle submission FILE. Exit 0 valid, 1 invalid (the problems are listed),
-    2 usage error (unknown competition, unknown row count)."""
+    """Check a Kaggle submission FILE: header, row count, ids, labels, encoding.
+
+    Every problem names its rule and line; the first few of each rule are shown.
+
+    \b
+    Exit status:
+      0  the file is valid
+      1  the file is invalid, including a missing, empty or unreadable file
+      2  usage error: unknown competition, or a row count that is not known
+    """
     import json
 
-    from .competitions import get_competition
-    from .csvcheck import check_csv, rows_for
+    from .competitions import get_competition, resolve_rows
+    from .csvcheck import check_csv
 
-    comp = get_competition(competition)
-    if rows is None:
-        rows = rows_for(comp, course.root / "data")
-    report = check_csv(file, competition=comp, rows=rows)
-    if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        click.echo(report.summary())
-    sys.exit(0 if report.valid else 1)
+    chosen = get_competition(competition)
+    expected = resolve_rows(chosen, course=ctx.obj, rows=rows)
+    report = check_csv(file, competition=chosen, rows=expected)
+    click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
+    ctx.exit(0 if report.valid else 1)
 
 
 @cli.command("demo")

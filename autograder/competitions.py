@@ -1,15 +1,22 @@
 """Kaggle competition formats, as data: columns, row count, allowed labels.
 
-A new competition is a new entry here, never a new branch in the checker.
+A new competition is a new entry in :data:`COMPETITIONS`, never a new branch in the checker
+(:mod:`autograder.csvcheck` reads only these fields).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .config import Course
+
 DIGIT_LABELS = tuple(str(i) for i in range(10))
+#: Kaggle's cifar-10 labels: the class names, in the order of ``keras.datasets.cifar10``.
 CIFAR10_LABELS = (
     "airplane",
     "automobile",
@@ -24,90 +31,157 @@ CIFAR10_LABELS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Competition:
-    """The format a submission file must follow."""
+    """The format a submission file must follow: ``<id_column>,<label_column>``, one row per
+    test image, ids ``id_start .. id_start + rows - 1`` in any order, each once."""
 
     name: str
     title: str
     id_column: str
     label_column: str
-    #: Data rows the file must have; None: take it from the prepared data set (``dataset``).
+    #: Data rows the file must have; None: the test.csv row count of the prepared ``dataset``.
     rows: int | None
-    #: The labels allowed in the label column, as written in the file.
-    labels: tuple[str, ...]
-    #: The first id; ids run from here, one per row.
     id_start: int = 1
-    #: The prepared data set whose test.csv this competition predicts, if local.
-    dataset: str | None = None
-    description: str = ""
+    #: The labels allowed in the label column, exactly as written in the file.
+    labels: tuple[str, ...]
+    #: The prepared data set (``data/<dataset>/``) whose test.csv is predicted, if local.
+    dataset: str | None
+    description: str
 
     @property
     def header(self) -> str:
+        """The first line the file must have, e.g. ``ImageId,Label``."""
         return f"{self.id_column},{self.label_column}"
+
+
+def _digit_recognizer_like(
+    name: str, title: str, rows: int | None, description: str
+) -> Competition:
+    return Competition(
+        name=name,
+        title=title,
+        id_column="ImageId",
+        label_column="Label",
+        rows=rows,
+        labels=DIGIT_LABELS,
+        dataset=name,
+        description=description,
+    )
 
 
 COMPETITIONS: dict[str, Competition] = {
     c.name: c
     for c in (
-        Competition(
-            name="digit-recognizer",
-            title="Kaggle: Digit Recognizer (MNIST)",
-            id_column="ImageId",
-            label_column="Label",
-            rows=28000,
-            labels=DIGIT_LABELS,
-            dataset="digit-recognizer",
-            description="Kaggle's competition: one row per image of its test.csv",
+        _digit_recognizer_like(
+            "digit-recognizer",
+            "Kaggle: Digit Recognizer (MNIST)",
+            28_000,
+            "Kaggle's own competition: a digit 0-9 for each of the 28,000 rows of its test.csv",
         ),
-        Competition(
-            name="digits",
-            title="Workshop digits (embedded default)",
-            id_column="ImageId",
-            label_column="Label",
-            rows=360,
-            labels=DIGIT_LABELS,
-            dataset="digits",
-            description="digit-recognizer format on 'autograder data prepare digits'",
+        _digit_recognizer_like(
+            "digits",
+            "Workshop digits (the embedded default)",
+            360,
+            "digit-recognizer format on 'autograder data prepare digits' (360 test images)",
         ),
-        Competition(
-            name="fashion-mnist",
-            title="Workshop Fashion-MNIST",
-            id_column="ImageId",
-            label_column="Label",
-            rows=5000,
-            labels=DIGIT_LABELS,
-            dataset="fashion-mnist",
-            description="digit-recognizer format on 'autograder data prepare fashion-mnist'",
+        _digit_recognizer_like(
+            "fashion-mnist",
+            "Workshop Fashion-MNIST",
+            5_000,
+            "digit-recognizer format on 'autograder data prepare fashion-mnist'; "
+            "labels are class numbers 0-9",
         ),
-        Competition(
-            name="mnist",
-            title="Workshop MNIST",
-            id_column="ImageId",
-            label_column="Label",
-            rows=None,
-            labels=DIGIT_LABELS,
-            dataset="mnist",
-            description="digit-recognizer format on 'autograder data prepare mnist'",
+        _digit_recognizer_like(
+            "mnist",
+            "Workshop MNIST",
+            None,
+            "digit-recognizer format on 'autograder data prepare mnist'; rows from its "
+            "dataset.json",
         ),
         Competition(
             name="cifar-10",
             title="Kaggle: CIFAR-10 - Object Recognition in Images",
             id_column="id",
             label_column="label",
-            rows=300000,
+            rows=300_000,
             labels=CIFAR10_LABELS,
-            description="Kaggle's CIFAR-10 competition: class names as labels",
+            dataset=None,
+            description="Kaggle's cifar-10 competition: a class name for each of 300,000 images",
         ),
     )
 }
 
 
 def get_competition(name: str) -> Competition:
-    """The competition called ``name``; ConfigError lists the known ones."""
+    """The competition called ``name``; ConfigError lists the valid names."""
     try:
         return COMPETITIONS[name]
     except KeyError:
         raise ConfigError(
-            f"unknown competition {name!r}; known competitions are {', '.join(COMPETITIONS)}"
+            f"unknown competition {name!r}; choose one of {', '.join(COMPETITIONS)}"
         ) from None
+
+
+def resolve_rows(
+    competition: Competition,
+    *,
+    course: Course | None = None,
+    rows: int | None = None,
+    dataset: str | None = None,
+) -> int:
+    """The data rows a submission must have.
+
+    In order: ``rows`` if given; the test.csv count of the prepared ``dataset`` if given (what a
+    grader checks against); the competition's own ``rows``; the test.csv count of the
+    competition's data set in ``course`` (``data/<dataset>/dataset.json``). ConfigError when
+    none of them is known, saying how to fix it.
+    """
+    if rows is not None:
+        if rows < 1:
+            raise ConfigError(f"the row count must be at least 1, got {rows}")
+        return rows
+    if dataset is not None:
+        if course is None:
+            raise ConfigError(f"data set {dataset!r} was named but no course folder was given")
+        return _test_rows(course, dataset)
+    if competition.rows is not None:
+        return competition.rows
+    if competition.dataset is not None and course is not None:
+        manifest = course.data(competition.dataset) / "dataset.json"
+        if manifest.exists():
+            return _test_rows(course, competition.dataset)
+    where = f" in {course.root}" if course is not None else ""
+    prepare = (
+        f", or run 'autograder data prepare {competition.dataset}'{where} first"
+        if competition.dataset
+        else ""
+    )
+    raise ConfigError(
+        f"competition {competition.name!r} has no fixed row count and its data set is not "
+        f"prepared{where}; pass --rows N (the number of rows of test.csv){prepare}"
+    )
+
+
+def _test_rows(course: Course, dataset: str) -> int:
+    """counts.test of ``data/<dataset>/dataset.json``, as ``autograder data prepare`` wrote it."""
+    folder = dataset.split(":", 1)[-1]  # kaggle:digit-recognizer lives in data/digit-recognizer
+    path = course.data(folder) / "dataset.json"
+    if not path.exists():
+        raise ConfigError(
+            f"data set {dataset!r} is not prepared in {course.root} ({path} is missing); run "
+            f"'autograder data prepare {dataset}' first, or pass --rows N"
+        )
+    try:
+        count = json.loads(path.read_text(encoding="utf-8"))["counts"]["test"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path} has no readable counts.test ({type(exc).__name__}: {exc}); run "
+            f"'autograder data prepare {dataset}' again"
+        ) from exc
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(
+            f"{path}: counts.test is {count!r}, not a positive whole number; run "
+            f"'autograder data prepare {dataset}' again"
+        )
+    return count

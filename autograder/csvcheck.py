@@ -1,49 +1,73 @@
-"""Kaggle submission files: validated rule by rule, then scored like Kaggle scores them.
+"""Kaggle submission files: checked rule by rule, then scored the way Kaggle scores them.
 
-:func:`check_csv` reads a (possibly hostile) file and returns a :class:`CsvReport` whose every
-problem names its rule and line, e.g. ``line 17: ImageId 17 appears twice (first on line 12)``.
-A UTF-8 BOM, CRLF line ends and a missing final newline are accepted, as Kaggle accepts them;
-quoted fields, padded fields, ``+1``, ``1.0`` and ``01`` are not, because a grader that guesses
-what a participant meant is a grader that can be gamed. :func:`score_csv` computes the accuracy
-on the public and private parts of the held-back labels.
+:func:`check_csv` reads a file that may be anything (hostile, binary, huge, missing) and
+returns a :class:`CsvReport` whose every problem names its rule and its line, e.g.
+``line 17: ImageId 17 appears twice (first on line 12)``. A UTF-8 byte-order mark, CRLF line
+ends and a missing final newline are accepted, as Kaggle accepts them. Quoted fields, padded
+fields, ``+1``, ``1.0`` and ``01`` are not: a grader that guesses what a participant meant can
+be gamed, and the message says what to write instead.
+
+:func:`score_csv` computes accuracy on the public and private parts of the held-back labels
+(``test-labels.csv``, grader only). Nothing from a submission is executed or evaluated; it is
+only split on commas and compared with known strings.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
+import functools
 import os
 import re
-import stat
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .competitions import Competition, get_competition
-from .errors import ConfigError
+from .errors import AutograderError, ConfigError, DataError
+from .sniff import UTF8_BOM, read_capped, sniff
 
-#: Problems of one rule kept in a report (all of them are counted).
-KEEP_PER_RULE = 50
-#: No submission file is allowed to be larger than this, whatever its competition.
-MAX_BYTES = 50 * 1024 * 1024
-
-RULE_TITLES = {
-    "file": "file",
-    "header": "header",
-    "columns": "column",
-    "blank": "blank line",
-    "format": "format",
-    "id": "ImageId",
-    "duplicate": "duplicate",
-    "label": "label",
-    "rows": "row count",
-    "missing": "missing id",
+#: What each rule means; the rule names are the keys of ``CsvReport.counts``.
+RULES: dict[str, str] = {
+    "missing": "the file does not exist",
+    "not-a-file": "the path is a folder, a link or a device, not a file",
+    "unreadable": "the file cannot be opened",
+    "too-large": "far more bytes than the format can need",
+    "empty": "nothing but blank space",
+    "gzip": "gzip-compressed, not plain text",
+    "zip": "a zip archive (also .xlsx and .keras files)",
+    "utf16": "UTF-16 or UTF-32 text instead of UTF-8",
+    "binary": "binary data, not text",
+    "line-ends": "carriage returns (\\r) that do not end a line",
+    "encoding": "bytes that are not UTF-8",
+    "header": "the first line is not exactly the competition's header",
+    "blank-line": "an empty line between or after the rows",
+    "columns": "not exactly two comma-separated fields",
+    "quotes": "a field in quotes",
+    "whitespace": "spaces or tabs around a field",
+    "id-format": "an id that is not a plain whole number",
+    "id-range": "an id outside the competition's range",
+    "id-duplicate": "an id on more than one row",
+    "id-missing": "an id on no row",
+    "label": "a label the competition does not have",
+    "rows": "not one row per test image",
 }
+#: Problems of one rule kept in a report; all of them are counted.
+KEEP_PER_RULE = 10
+#: No submission may be larger than this, whatever its competition says it can need.
+MAX_BYTES = 50 * 1024 * 1024
+_SURROGATE = re.compile(r"[\udc80-\udcff]")
+_PLAIN_INT = re.compile(r"-?(?:0|[1-9][0-9]{0,17})")
+_LABEL_ROW = re.compile(r"^(0|[1-9][0-9]{0,17}),([^,\n]*),(Public|Private)$", re.MULTILINE)
+_SEPARATORS = ((";", "';'"), ("\t", "tabs"), ("|", "'|'"))
+
+
+class InvalidCsvError(AutograderError):
+    """A submission file that breaks the competition's rules was asked for its predictions."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CsvProblem:
-    """One broken rule, at a line (1-based, the header is line 1) when it has one."""
+    """One broken rule, at a line (1-based; the header is line 1) when it has one."""
 
     rule: str
     line: int | None
@@ -55,7 +79,8 @@ class CsvProblem:
 
 @dataclasses.dataclass(frozen=True)
 class CsvReport:
-    """The verdict on one file."""
+    """The verdict on one file: the first :data:`KEEP_PER_RULE` problems of each rule, and how
+    many problems each rule found in all (``counts``, in the order the rules first failed)."""
 
     path: str
     competition: str
@@ -63,31 +88,35 @@ class CsvReport:
     rows_seen: int
     problems: tuple[CsvProblem, ...]
     counts: dict[str, int]
-    #: id -> label of a valid file (empty otherwise); what scoring reads.
-    predictions: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def valid(self) -> bool:
         return not self.counts
 
+    @property
+    def name(self) -> str:
+        return Path(self.path).name or self.path
+
     def summary(self, max_per_rule: int = 5) -> str:
-        """Plain text: a verdict line, then the first few problems of each rule and a count."""
-        name = Path(self.path).name
+        """Plain text: a verdict line, then the first problems of each rule and a count."""
         if self.valid:
-            return f"{name}: valid for {self.competition} ({self.rows_seen:,} rows)"
+            return f"{self.name}: valid for {self.competition} ({self.rows_seen:,} rows)"
         total = sum(self.counts.values())
-        lines = [f"{name}: not valid for {self.competition} ({total:,} problem(s))"]
+        lines = [
+            f"{self.name}: invalid for {self.competition} "
+            f"({total:,} problem{'' if total == 1 else 's'})"
+        ]
         for rule, count in self.counts.items():
-            shown = [p for p in self.problems if p.rule == rule][:max_per_rule]
-            lines.extend(f"  {p}" for p in shown)
+            shown = [p for p in self.problems if p.rule == rule][: max(max_per_rule, 0)]
+            lines.extend(f"  {problem}" for problem in shown)
             if count > len(shown):
-                lines.append(f"  ... and {count - len(shown):,} more {RULE_TITLES[rule]} problems")
+                lines.append(f"  ... and {count - len(shown):,} more {rule} problems")
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        """The report as ``check-csv --json`` prints it."""
+        """The report as ``autograder check-csv --json`` prints it."""
         return {
-            "file": self.path,
+            "path": self.path,
             "competition": self.competition,
             "valid": self.valid,
             "rows_expected": self.rows_expected,
@@ -99,286 +128,11 @@ class CsvReport:
         }
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.problems: list[CsvProblem] = []
-        self.counts: dict[str, int] = {}
-
-    def add(self, rule: str, line: int | None, message: str) -> None:
-        count = self.counts.get(rule, 0)
-        self.counts[rule] = count + 1
-        if count < KEEP_PER_RULE:
-            self.problems.append(CsvProblem(rule, line, message))
-
-
-def _size_cap(comp: Competition, rows: int) -> int:
-    widest = max(len(str(comp.id_start + rows)), 1) + max(len(x) for x in comp.labels) + 3
-    return min(MAX_BYTES, len(comp.header) + 3 + rows * widest * 4 + 65536)
-
-
-def _file_problem(path: Path, data: bytes | None, cap: int, comp: Competition) -> str | None:
-    if data is None:
-        return None
-    if not data:
-        return "the file is empty; write the header and one row per test image"
-    if len(data) > cap:
-        return (
-            f"the file is over {cap / 1e6:.1f} MB, far more than a {comp.name} submission needs; "
-            "is this the right file?"
-        )
-    head = data[:64]
-    if head.startswith(b"\x1f\x8b"):
-        return "the file is gzip-compressed; submit the plain .csv file (gunzip it first)"
-    if head.startswith(b"PK\x03\x04"):
-        return "the file is a zip archive (or an Excel .xlsx); submit a plain .csv file"
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or (b"\x00" in data[:4096]):
-        return (
-            "the file is UTF-16 or binary, not UTF-8 text; save it as CSV UTF-8 (pandas: "
-            "df.to_csv(path, index=False))"
-        )
-    return None
-
-
-def _read(path: Path, cap: int) -> tuple[bytes | None, str | None]:
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        return None, f"{path} does not exist"
-    except OSError as exc:
-        return None, f"{path} cannot be read ({exc.strerror})"
-    if stat.S_ISDIR(info.st_mode):
-        return None, f"{path} is a folder, not a CSV file"
-    if not stat.S_ISREG(info.st_mode):
-        return None, f"{path} is not a regular file"
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(cap + 1), None
-    except OSError as exc:
-        return None, f"{path} cannot be read ({exc.strerror})"
-
-
-def _plain_int(text: str) -> bool:
-    return text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
-
-
-def _field_problem(kind: str, raw: str, allowed: str) -> str:
-    """Why ``raw`` is not a plain value, naming the fix."""
-    stripped = raw.strip()
-    if stripped != raw:
-        return f"{kind} {raw!r} has spaces around it; write {stripped}"
-    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'":
-        return f"{kind} {raw} is quoted; write {raw[1:-1]}"
-    if raw == "":
-        return f"{kind} is empty"
-    try:
-        number = float(raw)
-    except ValueError:
-        return f"{kind} {raw!r} is not {allowed}"
-    if number.is_integer() and abs(number) < 1e15:
-        return f"{kind} {raw} is not written as a plain whole number; write {int(number)}"
-    return f"{kind} {raw} is not {allowed}"
-
-
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) pairs: CRLF or LF ends, a missing final newline accepted."""
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return enumerate(text.split("\n"), start=1)
-
-
-def check_csv(
-    path: str | os.PathLike[str],
-    *,
-    competition: str | Competition = "digit-recognizer",
-    rows: int | None = None,
-) -> CsvReport:
-    """Validate a submission file for ``competition`` (``rows`` overrides its row count)."""
-    comp = get_competition(competition) if isinstance(competition, str) else competition
-    expected = rows if rows is not None else comp.rows
-    if expected is None:
-        raise ConfigError(
-            f"the row count of {comp.name} depends on the prepared data; pass rows (--rows N) "
-            f"or run 'autograder data prepare {comp.dataset}' first"
-        )
-    path = Path(path)
-    out = _Collector()
-    cap = _size_cap(comp, expected)
-    data, unreadable = _read(path, cap)
-    problem = unreadable or _file_problem(path, data, cap, comp)
-    if problem is None:
-        assert data is not None
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            problem = (
-                f"the file is not UTF-8 text (byte {exc.start}); save it as CSV UTF-8 (pandas: "
-                "df.to_csv(path, index=False))"
-            )
-    if problem is not None:
-        out.add("file", None, problem)
-        return CsvReport(str(path), comp.name, expected, 0, tuple(out.problems), out.counts)
-
-    fast = _fast_valid(text, comp, expected)
-    if fast is not None:
-        return CsvReport(str(path), comp.name, expected, expected, (), {}, fast)
-    lines = _lines(text)
-    _, header = next(lines)
-    _check_header(header, comp, out)
-    allowed_labels = set(comp.labels)
-    label_text = (
-        f"one of {comp.labels[0]}..{comp.labels[-1]}"
-        if comp.labels == tuple(str(i) for i in range(len(comp.labels)))
-        else f"one of {', '.join(comp.labels)}"
-    )
-    last_id = comp.id_start + expected - 1
-    id_text = f"a whole number from {comp.id_start} to {last_id}"
-    # Most lines of most files are fine: one regex decides those; the rest are diagnosed.
-    plain_line = re.compile(
-        r"(0|[1-9][0-9]{0,17}),(" + "|".join(re.escape(x) for x in comp.labels) + ")"
-    ).fullmatch
-    first_seen: dict[int, int] = {}
-    predictions: dict[int, str] = {}
-    rows_seen = 0
-    for number, line in lines:
-        match = plain_line(line)
-        if match is not None:
-            rows_seen += 1
-            image_id = int(match.group(1))
-            if comp.id_start <= image_id <= last_id and image_id not in first_seen:
-                first_seen[image_id] = number
-                predictions[image_id] = match.group(2)
-                continue
-        elif not line.strip():
-            out.add("blank", number, "blank line; remove it")
-            continue
-        else:
-            rows_seen += 1
-            fields = line.split(",")
-            if len(fields) != 2:
-                out.add(
-                    "columns", number, f"expected 2 columns ({comp.header}), found {len(fields)}"
-                )
-                continue
-            raw_id, raw_label = fields
-            if raw_label not in allowed_labels:
-                _label_problem(comp, raw_label, allowed_labels, label_text, number, out)
-            if not _plain_int(raw_id):
-                out.add("format", number, _field_problem(comp.id_column, raw_id, id_text))
-                continue
-            image_id = int(raw_id)
-        if not comp.id_start <= image_id <= last_id:
-            out.add(
-                "id",
-                number,
-                f"{comp.id_column} {image_id} is out of range ({comp.id_start}..{last_id})",
-            )
-        elif image_id in first_seen:
-            out.add(
-                "duplicate",
-                number,
-                f"{comp.id_column} {image_id} appears twice (first on line {first_seen[image_id]})",
-            )
-        else:
-            first_seen[image_id] = number
-            predictions[image_id] = fields[1] if match is None else match.group(2)
-    if rows_seen != expected:
-        out.add(
-            "rows",
-            None,
-            f"the file has {rows_seen:,} rows; {comp.name} needs exactly {expected:,} (one per "
-            "test image)",
-        )
-    if len(first_seen) < expected and "header" not in out.counts:
-        for image_id in range(comp.id_start, last_id + 1):
-            if image_id not in first_seen:
-                out.add("missing", None, f"{comp.id_column} {image_id} is missing")
-    valid = not out.counts
-    return CsvReport(
-        str(path),
-        comp.name,
-        expected,
-        rows_seen,
-        tuple(out.problems),
-        out.counts,
-        predictions if valid else {},
-    )
-
-
-def _fast_valid(text: str, comp: Competition, expected: int) -> dict[int, str] | None:
-    """The predictions of a file that is valid, found with whole-file regexes (the common
-    case, a few milliseconds); None when anything is off, so the line-by-line check runs."""
-    if "\r\n" in text:
-        text = text.replace("\r\n", "\n")
-    header, _, body = text.partition("\n")
-    if header != comp.header or not body:
-        return None
-    if not body.endswith("\n"):
-        body += "\n"
-    labels = "|".join(re.escape(x) for x in comp.labels)
-    if re.fullmatch(rf"(?:(?:0|[1-9][0-9]{{0,17}}),(?:{labels})\n)+", body) is None:
-        return None
-    pairs = re.findall(r"([0-9]+),([^\n]*)\n", body)
-    if len(pairs) != expected:
-        return None
-    predictions = {int(i): label for i, label in pairs}
-    last = comp.id_start + expected - 1
-    if len(predictions) != expected:
-        return None
-    if min(predictions) != comp.id_start or max(predictions) != last:
-        return None
-    return predictions
-
-
-def _label_problem(
-    comp: Competition,
-    raw: str,
-    allowed: set[str],
-    label_text: str,
-    number: int,
-    out: _Collector,
-) -> None:
-    """A label that is not allowed: a formatting slip of an allowed one, or simply wrong."""
-    slip = raw.strip() in allowed or raw.strip("\"'") in allowed
-    if not slip:
-        try:
-            as_number = float(raw)
-            slip = as_number.is_integer() and str(int(as_number)) in allowed
-        except ValueError:
-            slip = False
-    if slip:
-        out.add("format", number, _field_problem(comp.label_column, raw, label_text))
-    else:
-        out.add("label", number, f"{comp.label_column} {raw!r} is not {label_text}")
-
-
-def _check_header(header: str, comp: Competition, out: _Collector) -> None:
-    if header == comp.header:
-        return
-    want = comp.header
-    if (header.startswith(",") and header[1:] == want) or header.startswith("Unnamed: 0,"):
-        hint = "the file has an extra first column (pandas: call to_csv with index=False)"
-    elif header.replace(";", ",") == want or header.replace("\t", ",") == want:
-        hint = "the columns are separated by ';' or tabs; separate them with commas"
-    elif header.replace('"', "").replace("'", "") == want:
-        hint = "the column names are quoted; write them without quotes"
-    elif header.replace(" ", "") == want:
-        hint = "the header has spaces; write it without spaces"
-    elif header.lower() == want.lower():
-        hint = "the column names must match exactly, capitals included"
-    else:
-        hint = "the first line must name the two columns"
-    out.add("header", 1, f"the header is {header[:80]!r}, expected {want!r}: {hint}")
-
-
-# --- scoring ------------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True)
 class CsvScore:
-    """Accuracy on the held-back labels: the public part (the leaderboard during the workshop),
-    the private part (revealed at the end) and all of them."""
+    """Accuracy on the held-back labels, as Kaggle reports it: on the public part (the
+    leaderboard during the workshop), the private part (revealed at the end) and all of them.
+    A part with no labels scores 0.0."""
 
     public: float
     private: float
@@ -387,54 +141,516 @@ class CsvScore:
     n_private: int
     correct: int
 
-
-def read_labels(path: Path) -> dict[int, tuple[str, str]]:
-    """The grader-only ``test-labels.csv``: id -> (label, 'Public' or 'Private')."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
-        if header[:3] != ["ImageId", "Label", "Usage"]:
-            raise ConfigError(f"{path} is not a test-labels.csv (header {header!r})")
-        return {int(row[0]): (row[1], row[2]) for row in reader if row}
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def score_csv(report: CsvReport, labels_path: Path) -> CsvScore:
-    """Score a valid report's predictions; ValueError for an invalid one (it has none)."""
-    if not report.valid:
-        raise ValueError("an invalid submission file has no score; fix it first")
-    labels = read_labels(labels_path)
-    if set(labels) != set(report.predictions):
-        raise ConfigError(
-            f"{labels_path} does not match {report.competition}: "
-            f"{len(labels)} labels for {len(report.predictions)} predictions"
+class _Problems:
+    """Collects problems: keeps the first few of each rule, counts them all."""
+
+    def __init__(self) -> None:
+        self.kept: list[CsvProblem] = []
+        self.counts: dict[str, int] = {}
+
+    def add(self, rule: str, line: int | None, message: str | Callable[[], str]) -> None:
+        """Count a problem; keep it, with its message, while the rule has few (a message that
+        takes work to write may be given as a function, called only then)."""
+        count = self.counts.get(rule, 0)
+        self.counts[rule] = count + 1
+        if count < KEEP_PER_RULE:
+            text = message if isinstance(message, str) else message()
+            self.kept.append(CsvProblem(rule, line, text))
+
+
+# --- size ------------------------------------------------------------------------
+
+
+def max_bytes(competition: Competition, rows: int) -> int:
+    """The size cap for a file of ``rows`` rows: four times the most the format can need (every
+    id at its widest, the longest label, CRLF ends), never more than :data:`MAX_BYTES`."""
+    widest_id = len(str(competition.id_start + rows - 1))
+    widest_label = max((len(label) for label in competition.labels), default=1)
+    need = len(UTF8_BOM) + len(competition.header) + 2 + rows * (widest_id + widest_label + 3)
+    return min(MAX_BYTES, 4 * need + 65_536)
+
+
+# --- checking the text ------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def _row_pattern(labels: tuple[str, ...]) -> re.Pattern[str]:
+    """A row that needs no closer look: a plain id, a comma, an allowed label."""
+    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    return re.compile(rf"(0|[1-9][0-9]{{0,17}}),({alternatives})")
+
+
+@functools.lru_cache(maxsize=32)
+def _body_pattern(labels: tuple[str, ...]) -> re.Pattern[str]:
+    """Every row after the header needs no closer look (each ends with a newline)."""
+    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    return re.compile(rf"(?:(?:0|[1-9][0-9]{{0,17}}),(?:{alternatives})\n)*")
+
+
+_ROW_ID = re.compile(r"^[0-9]+", re.MULTILINE)
+_ROW_LABEL = re.compile(r",(.*)$", re.MULTILINE)
+
+
+def _valid_body(
+    body: str, comp: Competition, rows: int, predictions: dict[int, str] | None
+) -> bool:
+    """True when the rows after a correct header break no rule, decided for the whole text at
+    once (several times faster than line by line); False sends the file to the line checks,
+    which find and word the problems."""
+    if body and not body.endswith("\n"):
+        body += "\n"
+    if body.count("\n") != rows or not _body_pattern(comp.labels).fullmatch(body):
+        return False
+    ids = list(map(int, _ROW_ID.findall(body)))
+    first_id = comp.id_start
+    if min(ids) != first_id or max(ids) != first_id + rows - 1 or len(set(ids)) != rows:
+        return False
+    if predictions is not None:
+        predictions.update(zip(ids, _ROW_LABEL.findall(body), strict=True))
+    return True
+
+
+def _show(value: str) -> str:
+    """A field as messages quote it: repr (control characters escaped), long ones cut short."""
+    if len(value) > 40:
+        return f"{value[:40]!r}... ({len(value):,} characters)"
+    return repr(value)
+
+
+def _as_integer(value: str) -> int | None:
+    """The whole number ``value`` means in Python's float syntax (``+1``, ``1.0``, ``01``,
+    ``1e3``), else None. Only parsed, never evaluated."""
+    if len(value) > 40:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not number.is_integer() or abs(number) >= 1e15:  # is_integer() is False for inf, nan
+        return None
+    return int(number)
+
+
+@functools.lru_cache(maxsize=32)
+def _allowed_text(labels: tuple[str, ...]) -> str:
+    numbers = tuple(str(i) for i in range(len(labels)))
+    if len(labels) > 2 and labels == numbers:
+        return f"{labels[0]}..{labels[-1]}"
+    return ", ".join(labels)
+
+
+def _label_hint(value: str, labels: tuple[str, ...]) -> str:
+    """What to write instead of ``value``, when it is clear what was meant."""
+    number = _as_integer(value)
+    if number is not None and str(number) in labels:
+        return f"; write {number}"
+    if value.lower() in labels:
+        return f"; write {value.lower()}"
+    if number is not None and 0 <= number < len(labels) and not labels[0].isdigit():
+        return (
+            f"; write class names, not numbers ({number} is {labels[number]} in "
+            "keras.datasets order)"
         )
-    hits = {"Public": 0, "Private": 0}
-    sizes = {"Public": 0, "Private": 0}
-    for image_id, (label, usage) in labels.items():
-        part = "Public" if usage == "Public" else "Private"
-        sizes[part] += 1
-        hits[part] += report.predictions[image_id] == label
-    total = sizes["Public"] + sizes["Private"]
-    correct = hits["Public"] + hits["Private"]
-    return CsvScore(
-        public=hits["Public"] / sizes["Public"] if sizes["Public"] else 0.0,
-        private=hits["Private"] / sizes["Private"] if sizes["Private"] else 0.0,
-        overall=correct / total if total else 0.0,
-        n_public=sizes["Public"],
-        n_private=sizes["Private"],
-        correct=correct,
+    return ""
+
+
+def _field_problem(
+    column: str, value: str, number: int, out: _Problems, plain: Callable[[str], bool]
+) -> bool:
+    """The quotes and whitespace rules, which apply to every field: True if one is broken.
+    The message says what to write when the value inside is a ``plain`` one."""
+    quoted = '"' in value or "'" in value
+    if not quoted and value == value.strip():
+        return False
+
+    def message() -> str:
+        inner = value.strip().strip("\"'").strip()
+        if quoted:
+            fix = f"write {inner}" if plain(inner) else "write values without quotes"
+            return f"{column} {_show(value)} is quoted; {fix}"
+        fix = f"write {inner}" if plain(inner) else "remove it"
+        return f"{column} {_show(value)} has whitespace around it; {fix}"
+
+    out.add("quotes" if quoted else "whitespace", number, message)
+    return True
+
+
+def _header_problem(header: str, comp: Competition) -> str:
+    want = comp.header
+    hint = ""
+    first, _, rest = header.partition(",")
+    if rest == want and first in ("", "Unnamed: 0"):
+        hint = "; the first column is a pandas index: write the file with index=False"
+    elif any(header.replace(sep, ",") == want for sep, _ in _SEPARATORS):
+        name = next(name for sep, name in _SEPARATORS if header.replace(sep, ",") == want)
+        hint = f"; separate the columns with commas, not {name}"
+    elif header.replace('"', "").replace("'", "") == want:
+        hint = "; write the column names without quotes"
+    elif "".join(header.split()) == want:
+        hint = "; remove the spaces"
+    elif header.lower() == want.lower():
+        hint = "; column names are case-sensitive"
+    return f"header is {_show(header)}, expected exactly {want!r}{hint}"
+
+
+def _check_text(
+    text: str, comp: Competition, rows: int, out: _Problems, predictions: dict[int, str] | None
+) -> int:
+    """Check decoded text line by line; returns the number of data rows seen."""
+    header, _, body = text.partition("\n")
+    if header == comp.header and _valid_body(body, comp, rows, predictions):
+        return rows
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the final newline ends the last row; it does not start a blank one
+    if len(lines) > 2 * rows + 1000:
+        # The wrong file (or a flood of blank lines): one message, not a million.
+        out.add(
+            "rows",
+            None,
+            f"the file has {len(lines):,} lines, far more than the {rows:,} rows expected; "
+            "is it the right file?",
+        )
+        return 0
+
+    header = lines[0]
+    start = 1
+    if header != comp.header:
+        id_field, _, label_field = header.partition(",")
+        if _PLAIN_INT.fullmatch(id_field) and "," not in label_field:
+            # A data row where the header should be: say that, and check the row as a row.
+            out.add(
+                "header",
+                1,
+                f"the header line is missing; the first line must be exactly {comp.header!r}",
+            )
+            start = 0
+        else:
+            out.add("header", 1, _header_problem(header, comp))
+
+    fast = _row_pattern(comp.labels)
+    labels = frozenset(comp.labels)
+    first_id, last_id = comp.id_start, comp.id_start + rows - 1
+    first_line: dict[int, int] = {}
+    times_seen: dict[int, int] = {}
+    unread_ids = 0
+    rows_seen = 0
+    for index in range(start, len(lines)):
+        line = lines[index]
+        number = index + 1
+        match = fast.fullmatch(line)
+        if match is not None:
+            rows_seen += 1
+            image_id = int(match[1])
+            label = match[2]
+        else:
+            if "\r" in line:
+                out.add(
+                    "line-ends",
+                    number,
+                    r"a carriage return (\r) inside the line; end lines with \n or \r\n",
+                )
+                rows_seen += 1
+                unread_ids += 1
+                continue
+            if _SURROGATE.search(line):
+                byte = ord(_SURROGATE.findall(line)[0]) - 0xDC00
+                out.add(
+                    "encoding",
+                    number,
+                    f"byte 0x{byte:02x} is not UTF-8; save the file as UTF-8",
+                )
+                rows_seen += 1
+                unread_ids += 1
+                continue
+            if not line.strip():
+                out.add("blank-line", number, "blank line; remove it")
+                continue
+            rows_seen += 1
+            fields = line.split(",")
+            if len(fields) != 2:
+                trailing = "; remove the trailing comma" if fields[-1] == "" else ""
+                out.add(
+                    "columns",
+                    number,
+                    f"{len(fields)} fields, expected 2 ({comp.header}){trailing}"
+                    if len(fields) > 1
+                    else f"1 field, expected 2 ({comp.header})",
+                )
+                unread_ids += 1
+                continue
+            raw_id, label = fields
+            parsed = _check_id(raw_id, comp, number, out)
+            if parsed is None:
+                unread_ids += 1
+            if label not in labels:
+                _check_label(label, comp, number, out)
+                label = ""
+            if parsed is None:
+                continue
+            image_id = parsed
+        if not first_id <= image_id <= last_id:
+            out.add(
+                "id-range",
+                number,
+                f"{comp.id_column} {image_id} is out of range; {comp.id_column}s run from "
+                f"{first_id} to {last_id}",
+            )
+            continue
+        seen_on = first_line.setdefault(image_id, number)
+        if seen_on != number:
+            times = times_seen.get(image_id, 1) + 1
+            times_seen[image_id] = times
+            count = "twice" if times == 2 else f"{times} times"
+            out.add(
+                "id-duplicate",
+                number,
+                f"{comp.id_column} {image_id} appears {count} (first on line {seen_on})",
+            )
+        elif predictions is not None:
+            predictions[image_id] = label
+
+    if rows_seen != rows:
+        out.add(
+            "rows",
+            None,
+            f"the file has {rows_seen:,} row{'' if rows_seen == 1 else 's'}, expected {rows:,} "
+            "(one per test image)",
+        )
+    # An id on a line that could not be read is not "missing": that line already has a problem.
+    if unread_ids == 0 and len(first_line) < rows:
+        missing = (i for i in range(first_id, last_id + 1) if i not in first_line)
+        for kept, image_id in enumerate(missing):
+            if kept < KEEP_PER_RULE:
+                out.add("id-missing", None, f"{comp.id_column} {image_id} is missing")
+            else:
+                out.counts["id-missing"] += rows - len(first_line) - kept
+                break
+    return rows_seen
+
+
+def _check_id(raw: str, comp: Competition, number: int, out: _Problems) -> int | None:
+    """The id a field holds, or None after recording why it holds none."""
+    column = comp.id_column
+    if _PLAIN_INT.fullmatch(raw):
+        return int(raw)
+    if _field_problem(column, raw, number, out, lambda inner: bool(_PLAIN_INT.fullmatch(inner))):
+        return None
+
+    def message() -> str:
+        if raw == "":
+            return f"{column} is empty"
+        meant = _as_integer(raw)
+        if meant is not None:
+            return f"{column} {_show(raw)} is not written as a plain whole number; write {meant}"
+        return f"{column} {_show(raw)} is not a whole number"
+
+    out.add("id-format", number, message)
+    return None
+
+
+def _check_label(raw: str, comp: Competition, number: int, out: _Problems) -> None:
+    column = comp.label_column
+    if _field_problem(column, raw, number, out, lambda inner: inner in comp.labels):
+        return
+
+    def message() -> str:
+        allowed = _allowed_text(comp.labels)
+        if raw == "":
+            return f"{column} is empty; expected one of {allowed}"
+        return f"{column} {_show(raw)} is not one of {allowed}{_label_hint(raw, comp.labels)}"
+
+    out.add("label", number, message)
+
+
+def _competition(competition: str | Competition) -> Competition:
+    return get_competition(competition) if isinstance(competition, str) else competition
+
+
+def _check(
+    path: str | os.PathLike[str],
+    comp: Competition,
+    rows: int | None,
+    predictions: dict[int, str] | None,
+) -> CsvReport:
+    expected = rows if rows is not None else comp.rows
+    if expected is None:
+        raise ConfigError(
+            f"competition {comp.name!r} has no fixed row count; pass rows (--rows N): the "
+            f"number of rows of test.csv in data/{comp.dataset}/"
+        )
+    if expected < 1:
+        raise ConfigError(f"the row count must be at least 1, got {expected}")
+    path = Path(path)
+    out = _Problems()
+    rows_seen = 0
+    data = read_capped(path, limit=max_bytes(comp, expected))
+    if isinstance(data, tuple):
+        out.add(data[0], None, data[1])
+    elif not data.removeprefix(UTF8_BOM).strip():
+        out.add(
+            "empty",
+            None,
+            f"the file is empty; write the header {comp.header}, then one row per test image",
+        )
+    elif (binary := sniff(data)) is not None:
+        out.add(binary[0], None, binary[1])
+    else:
+        try:
+            text = data.removeprefix(UTF8_BOM).decode("utf-8")
+        except UnicodeDecodeError:
+            # Bad bytes become lone surrogates that the line checks report one line at a time.
+            text = data.removeprefix(UTF8_BOM).decode("utf-8", "surrogateescape")
+        if "\r" in text:
+            text = text.replace("\r\n", "\n")
+            if "\n" not in text and "\r" in text.rstrip("\r"):
+                out.add(
+                    "line-ends",
+                    None,
+                    r"lines end with a bare carriage return (\r, old Mac style); end them with "
+                    r"\n or \r\n",
+                )
+        if not out.counts:
+            rows_seen = _check_text(text, comp, expected, out, predictions)
+    return CsvReport(
+        path=str(path),
+        competition=comp.name,
+        rows_expected=expected,
+        rows_seen=rows_seen,
+        problems=tuple(out.kept),
+        counts=out.counts,
     )
 
 
-def rows_for(competition: Competition, data_dir: Path) -> int | None:
-    """The row count of a local competition, from its prepared data set's dataset.json."""
-    import json
+def check_csv(
+    path: str | os.PathLike[str],
+    *,
+    competition: str | Competition = "digit-recognizer",
+    rows: int | None = None,
+) -> CsvReport:
+    """Check a submission file against ``competition``'s format; never raises for what the file
+    holds (ConfigError only for an unknown competition or an unknown row count).
 
-    if competition.rows is not None:
-        return competition.rows
-    if competition.dataset is None:
-        return None
-    manifest = data_dir / competition.dataset / "dataset.json"
-    if not manifest.is_file():
-        return None
-    return int(json.loads(manifest.read_text())["counts"]["test"])
+    ``rows`` (the test.csv row count of the prepared data) overrides the competition's own;
+    :func:`autograder.competitions.resolve_rows` finds it.
+    """
+    return _check(path, _competition(competition), rows, None)
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
+def read_predictions(
+    path: str | os.PathLike[str],
+    competition: str | Competition = "digit-recognizer",
+    *,
+    rows: int | None = None,
+) -> dict[int, str]:
+    """id -> label of a valid submission file; InvalidCsvError (with the report's summary) for
+    an invalid one. The file is checked again, so it cannot change between check and score."""
+    predictions: dict[int, str] = {}
+    report = _check(path, _competition(competition), rows, predictions)
+    if not report.valid:
+        raise InvalidCsvError(
+            "the submission is not valid, so it has no predictions to score: "
+            + report.summary(max_per_rule=2).replace("\n", ";")
+        )
+    return predictions
+
+
+def read_labels(path: str | os.PathLike[str]) -> dict[int, tuple[str, str]]:
+    """The grader-only ``test-labels.csv`` (``ImageId,Label,Usage``): id -> (label, usage),
+    usage ``Public`` or ``Private``. DataError names the line of anything else."""
+    path = Path(path)
+    redo = "run 'autograder data prepare' again to rewrite it"
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"the labels file {path} cannot be read ({exc}); {redo}") from exc
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    if not lines or lines[0] != "ImageId,Label,Usage":
+        head = _show(lines[0]) if lines else "nothing"
+        raise DataError(
+            f"{path} is not a test-labels.csv: its header is {head}, expected "
+            f"'ImageId,Label,Usage'; {redo}"
+        )
+    if len(lines) == 1:
+        raise DataError(f"{path} has a header but no labels; {redo}")
+    body = text.partition("\n")[2]
+    labels = {int(i): (label, usage) for i, label, usage in _LABEL_ROW.findall(body)}
+    if len(labels) == len(lines) - 1:
+        return labels
+    # Some line is malformed or repeats an id: find the first, line by line, to name it.
+    seen: set[str] = set()
+    for number, line in enumerate(lines[1:], start=2):
+        match = _LABEL_ROW.fullmatch(line)
+        if match is None:
+            raise DataError(
+                f"{path}, line {number}: {_show(line)} is not 'ImageId,Label,Public|Private'; "
+                f"{redo}"
+            )
+        if match[1] in seen:
+            raise DataError(f"{path}, line {number}: ImageId {match[1]} appears twice; {redo}")
+        seen.add(match[1])
+    raise AssertionError("unreachable: the lines above differ from the labels read")
+
+
+def score_csv(
+    report_or_path: CsvReport | str | os.PathLike[str],
+    labels_path: str | os.PathLike[str],
+    *,
+    competition: str | Competition | None = None,
+) -> CsvScore:
+    """Accuracy of a submission on the held-back labels, public and private parts apart.
+
+    Give the :class:`CsvReport` of :func:`check_csv` (its file is read again and must still be
+    valid) or a path (checked here, for ``competition``, default ``digit-recognizer``, with as
+    many rows as ``labels_path`` has labels). InvalidCsvError for an invalid file; DataError when
+    the labels do not cover exactly the submission's ids.
+    """
+    labels = read_labels(labels_path)
+    if isinstance(report_or_path, CsvReport):
+        report = report_or_path
+        comp = _competition(competition or report.competition)
+        if not report.valid:
+            raise InvalidCsvError(
+                f"{report.name} is not a valid {report.competition} submission, so it has no "
+                "score; fix the problems check-csv lists"
+            )
+        if report.rows_expected != len(labels):
+            raise DataError(
+                f"{report.name} was checked for {report.rows_expected:,} rows but "
+                f"{labels_path} has {len(labels):,} labels; check it with rows={len(labels)}"
+            )
+        path: str | os.PathLike[str] = report.path
+    else:
+        comp = _competition(competition or "digit-recognizer")
+        path = report_or_path
+    predictions = read_predictions(path, comp, rows=len(labels))
+    if predictions.keys() != labels.keys():
+        raise DataError(
+            f"{labels_path} labels ImageIds {min(labels)}..{max(labels)}, but the submission's "
+            f"run from {min(predictions)} to {max(predictions)}; they belong to different data"
+        )
+    correct = n_public = public_correct = 0
+    for image_id, (label, usage) in labels.items():
+        hit = predictions[image_id] == label
+        correct += hit
+        if usage == "Public":
+            n_public += 1
+            public_correct += hit
+    n_private = len(labels) - n_public
+    return CsvScore(
+        public=public_correct / n_public if n_public else 0.0,
+        private=(correct - public_correct) / n_private if n_private else 0.0,
+        overall=correct / len(labels),
+        n_public=n_public,
+        n_private=n_private,
+        correct=correct,
+    )

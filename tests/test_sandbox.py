@@ -31,6 +31,8 @@ from autograder.sandbox import SandboxPolicy, SandboxStatus, probe, run_sandboxe
 
 pytestmark = pytest.mark.sandbox
 
+REPO = Path(__file__).resolve().parents[1]
+
 MiB = 2**20
 ATTEMPT = '''
 import os
@@ -179,7 +181,7 @@ def test_writing_outside_the_workdir_fails_or_stays_private(course: Path) -> Non
         [
             ATTEMPT,
             "print(attempt(lambda: open('/usr/evil.py', 'w')))",
-            "print(attempt(lambda: open('/work/evil', 'w')))",
+            f"print(attempt(lambda: open({str(REPO / 'evil')!r}, 'w')))",
             "print(attempt(lambda: open('/evil', 'w')))",
             "print(attempt(lambda: open('/dev/evil', 'w')))",
             "print(attempt(lambda: open(os.path.expanduser('~/ok'), 'w').write('x')))",
@@ -191,7 +193,8 @@ def test_writing_outside_the_workdir_fails_or_stays_private(course: Path) -> Non
     )
     assert [_text(c) for c in nb.cells[1:]] == [
         "OSError 30\n",  # /usr is mounted read-only (EROFS)
-        "FileNotFoundError 2\n",  # /work is not there at all
+        # The grader's checkout is not there (only its .venv, when Python lives in it).
+        "FileNotFoundError 2\n",
         "OSError 30\n",  # the sandbox's root is read-only
         "OSError 30\n",  # and so is its /dev
         "ok 1\n",  # HOME and /tmp are a private tmpfs
