@@ -88,7 +88,9 @@ class _Sources:
             for cell in gradebook_version(course, config.name, name).cells:
                 hidden = hidden_test_lines(cell.source)
                 if hidden:
-                    lines.extend(hidden)
+                    # The markers too: a printed input history should not show where they were.
+                    markers = [ln for ln in cell.source.splitlines() if "HIDDEN TESTS" in ln]
+                    lines.extend(hidden + markers)
                     self.hidden_cells[name].add(str(nbgrader_meta(cell).get("grade_id", "")))
         self.scrub = Scrubber(lines)
 
@@ -128,7 +130,7 @@ def render_feedback(
     csv = [_csv_view(item, scrub, final) for item in result.items if item.kind == "csv"]
     history = result.details.get("history") if isinstance(result.details, Mapping) else None
     charts = _history_charts(history) if isinstance(history, Mapping) else []
-    notebooks = []
+    notebooks: list[dict[str, Any]] = []
     folder = course.autograded(result.student, config.name)
     for name in config.notebooks:
         path = folder / f"{name}.ipynb"

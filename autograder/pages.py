@@ -188,8 +188,7 @@ def line_chart(
     ]
     for v in (lo, (lo + hi) / 2, hi):
         parts.append(
-            f'<text x="{left - 4}" y="{_f(y(v) + 4)}" text-anchor="end" class="tick">'
-            f"{v:.3g}</text>"
+            f'<text x="{left - 4}" y="{_f(y(v) + 4)}" text-anchor="end" class="tick">{v:.3g}</text>'
         )
     for i in sorted({0, (n_max - 1) // 2, n_max - 1}):
         parts.append(
