@@ -177,7 +177,8 @@ def _item_view(item: Any, scrub: Scrubber, final: bool) -> dict[str, Any]:
         "score": item.score,
         "max_score": item.max_score,
         "state": _state(item),
-        "message": scrub(message),
+        # scoring quotes the failing line; when that line was a hidden test, say so plainly.
+        "message": scrub(message).replace(f"at `{Scrubber.REPLACEMENT}`", "in a hidden test"),
     }
 
 

@@ -165,7 +165,7 @@ def line_chart(
     values = [float(x) for n in names for x in series[n] if x == x and abs(x) != float("inf")]
     if not values:
         return Markup("")
-    left, right, top, bottom = 48, 12, 28, 40
+    left, right, top, bottom = 48, 12, 44, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     lo, hi = min(values), max(values)
     if hi - lo < 1e-12:
@@ -209,8 +209,9 @@ def line_chart(
         parts.append(
             f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"/>'
         )
-        lx = left + 8 + 130 * (k % 3)
-        ly = top + 4 + 14 * (k // 3)
+        # The legend sits between the title and the plot, never over a line.
+        lx = left + 130 * (k % 3)
+        ly = 24 + 12 * (k // 3)
         parts.append(f'<rect x="{lx}" y="{ly}" width="10" height="3" fill="{colour}"/>')
         parts.append(f'<text x="{lx + 14}" y="{ly + 5}" class="tick">{escape(name)}</text>')
     parts.append("</svg>")
@@ -226,7 +227,7 @@ def histogram(
     for s in scores:
         i = int(bins * s / maximum) if maximum > 0 else 0
         counts[min(max(i, 0), bins - 1)] += 1
-    left, right, top, bottom = 36, 8, 28, 40
+    left, right, top, bottom = 36, 8, 40, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     tallest = max(counts) or 1
     bar_w = plot_w / bins

@@ -25,9 +25,7 @@ from autograder.release import release, source_index
 from autograder.results import ItemResult, SubmissionResult
 
 MARKER = "HIDDEN-MARKER-7f3a"
-PNG = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
-)
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 CHECKS = """
 [[checks]]
 kind = "accuracy"
@@ -144,7 +142,7 @@ def graded_course(tmp_path_factory: pytest.TempPathFactory) -> Course:
         write_nb(notebook, tiny_course.submitted(student, "tiny") / "tiny.ipynb")
 
     alice = complete(tiny_course)
-    alice.cells.append(new_code_cell('print("<script>alert(\'pwned\')</script>")'))
+    alice.cells.append(new_code_cell("print(\"<script>alert('pwned')</script>\")"))
     alice.cells.append(
         new_code_cell(
             "from IPython.display import HTML, Image, display\n"
@@ -184,17 +182,15 @@ def graded_course(tmp_path_factory: pytest.TempPathFactory) -> Course:
 
 def test_feedback_pages_show_score_items_and_checks_without_hidden_tests(graded_course):
     paths = write_feedback(graded_course, "tiny")
-    assert paths == [
-        graded_course.feedback(s, "tiny") / "index.html" for s in ("alice", "bob")
-    ]
+    assert paths == [graded_course.feedback(s, "tiny") / "index.html" for s in ("alice", "bob")]
     alice, bob = (p.read_text() for p in paths)
 
     # Score and every item.
     assert '<span class="score">6</span> / 7 points' in alice
     assert '<span class="score">1</span> / 7 points' in bob
     for item in ("test_squares", "test_total", "explain", "heldout_accuracy", "kaggle_csv"):
-        assert f"<td>{item}</td>" in alice and f"<td>{item}</td>" in bob
-    assert "the test failed at `[hidden test]`: AssertionError" in bob
+        assert f"<td><strong>{item}</strong>" in alice and f"<td><strong>{item}</strong>" in bob
+    assert "the test failed in a hidden test: AssertionError" in bob
 
     # The hidden test's text appears nowhere: not in sources, tracebacks, messages or outputs.
     for page in (alice, bob):
@@ -219,7 +215,10 @@ def test_feedback_pages_show_score_items_and_checks_without_hidden_tests(graded_
     assert '<table class="confusion">' in alice
     assert '<td style="background: rgba(0,114,178,0.90)">10</td>' in alice
     assert '<td style="background: rgba(213,94,0,0.22)">1</td>' in alice
-    assert "<td>1</td><td class=\"num\">9</td><td class=\"num\">10</td>\n<td class=\"num\">90.0%</td>" in alice
+    assert (
+        '<td>1</td><td class="num">9</td><td class="num">10</td>\n<td class="num">90.0%</td>'
+        in alice
+    )
 
     # The CSV: public score only before the end; an invalid file's first problems.
     assert "Public score: <strong>0.9500</strong>" in alice
@@ -279,8 +278,12 @@ def class_course(tiny_course: Course) -> Course:
         tiny_course.gradebook_url,
         _result(
             "mallory",
-            csv_item(None, None, "the notebook did not write submission.csv; run the cell "
-                     "that saves the predictions"),
+            csv_item(
+                None,
+                None,
+                "the notebook did not write submission.csv; run the cell "
+                "that saves the predictions",
+            ),
             None,
         ),
     )
@@ -337,9 +340,7 @@ def test_leaderboard_page_hides_private_scores_until_final(class_course, tmp_pat
 
 
 def test_student_names_are_escaped_on_the_leaderboard(class_course):
-    ranked = rank(
-        [_result("x", csv_item(0.5, 0.5), None)], "kaggle_csv"
-    )[0]
+    ranked = rank([_result("x", csv_item(0.5, 0.5), None)], "kaggle_csv")[0]
     from autograder.pages import render
 
     html = render(
@@ -404,9 +405,7 @@ def test_cli_errors_say_what_to_do(tiny_course):
     gradebook.record(tiny_course.gradebook_url, _result("ann", csv_item(0.9, 0.8), None))
     out = _invoke(tiny_course, "feedback", "tiny", "--student", "zed", "--student", "ann")
     assert out.exit_code == 2
-    assert out.output == (
-        "error: no graded submission of tiny for zed; graded students are ann\n"
-    )
+    assert out.output == ("error: no graded submission of tiny for zed; graded students are ann\n")
 
 
 # --- in a real browser ------------------------------------------------------------------
@@ -442,5 +441,7 @@ def test_pages_load_in_headless_chromium_without_console_errors(
             print(f"screenshot of {path}: {shot}")
             assert load.errors == [], f"{name}: console errors {load.errors}"
             assert load.screenshot.startswith(b"\x89PNG"), name
-            assert load.overflow_px <= 0, f"{name} scrolls sideways on a phone by {load.overflow_px} px"
+            assert load.overflow_px <= 0, (
+                f"{name} scrolls sideways on a phone by {load.overflow_px} px"
+            )
             assert load.title
