@@ -14,6 +14,7 @@ PNG/JPEG images only: HTML and JavaScript a notebook displayed are never rendere
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,11 @@ def _history_charts(history: Mapping[str, Any]) -> list[Any]:
 
 def _markdown(text: str) -> str:
     """Markdown as HTML with raw HTML escaped, images left out and only http(s)/mailto links."""
+    return str(_markdown_parser()(text))
+
+
+@functools.cache
+def _markdown_parser() -> Any:
     import mistune
 
     class _SafeRenderer(mistune.HTMLRenderer):
@@ -282,10 +288,9 @@ def _markdown(text: str) -> str:
                 return str(super().link(text, url, title))
             return text
 
-    md = mistune.create_markdown(
+    return mistune.create_markdown(
         escape=True, renderer=_SafeRenderer(escape=True), plugins=["table", "strikethrough"]
     )
-    return str(md(text))
 
 
 def _text(value: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ MAX_IMAGE_BYTES = 2_000_000
 COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
 
 
+@functools.cache
 def environment() -> Any:
     """The Jinja environment of the templates in ``autograder/templates`` (autoescaped)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined

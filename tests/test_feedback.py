@@ -361,6 +361,29 @@ def test_student_names_are_escaped_on_the_leaderboard(class_course):
     assert "&lt;i&gt;T&lt;/i&gt;" in html
 
 
+def test_markdown_cells_cannot_run_script_or_load_images():
+    from autograder.feedback import _markdown
+
+    html = _markdown(
+        "# Title <script>alert(1)</script>\n\n![chart](http://example.com/c.png) "
+        "[bad](javascript:alert(1)) [good](https://keras.io) <img src=x onerror=alert(1)>"
+    )
+    assert html == (
+        "<h1>Title &lt;script&gt;alert(1)&lt;/script&gt;</h1>\n<p><em>[image: chart]</em> bad "
+        '<a href="https://keras.io">good</a> &lt;img src=x onerror=alert(1)&gt;</p>\n'
+    )
+
+
+def test_only_clean_png_and_jpeg_outputs_become_images():
+    from autograder.pages import image_uri
+
+    assert image_uri("image/png", PNG) == f"data:image/png;base64,{PNG}"
+    assert image_uri("image/png", [PNG[:20], "\n", PNG[20:]]) == f"data:image/png;base64,{PNG}"
+    assert image_uri("image/png", PNG + '"><script>') is None
+    assert image_uri("image/jpeg", PNG) is None  # not a JPEG
+    assert image_uri("image/svg+xml", PNG) is None
+
+
 def _invoke(course: Course, *args: str):
     return CliRunner().invoke(cli, ["--course-dir", str(course.root), *args])
 
