@@ -68,9 +68,10 @@ def graded_results(
     return results
 
 
-class _Sources:
-    """What the instructor's side says about each notebook: released cell sources and the
-    hidden-test lines to scrub."""
+class ReleasedSources:
+    """What the instructor's side says about each notebook of an assignment: the released
+    source of every nbgrader cell, the cells holding hidden tests, and a scrubber of their
+    lines. Built once per ``write_feedback`` (it runs nbgrader's release steps)."""
 
     def __init__(self, course: Course, config: AssignmentConfig) -> None:
         from .release import gradebook_version, student_version
@@ -107,7 +108,7 @@ def write_feedback(
     ``students``); return the paths written. ``final`` shows the CSV's private score too."""
     config = load_assignment(course, assignment)
     results = graded_results(course, assignment, students)
-    sources = _Sources(course, config)
+    sources = ReleasedSources(course, config)
     written = []
     for result in results:
         html = render_feedback(result, course=course, config=config, sources=sources, final=final)
@@ -120,11 +121,11 @@ def render_feedback(
     *,
     course: Course,
     config: AssignmentConfig,
-    sources: _Sources | None = None,
+    sources: ReleasedSources | None = None,
     final: bool = False,
 ) -> str:
     """The feedback page of one submission, as HTML text."""
-    sources = sources or _Sources(course, config)
+    sources = sources or ReleasedSources(course, config)
     scrub = sources.scrub
     items = [_item_view(item, scrub, final) for item in result.items]
     accuracy = [_accuracy_view(item) for item in result.items if item.kind == "accuracy"]
@@ -153,7 +154,7 @@ def render_feedback(
         message=scrub(result.message),
         notes=[scrub(str(n)) for n in notes if isinstance(n, str)],
         items=items,
-        accuracy=[a for a in accuracy if a],
+        accuracy=accuracy,
         csv=csv,
         charts=charts,
         notebooks=notebooks,
@@ -193,7 +194,7 @@ def _csv_message(item: Any, final: bool) -> str:
     return f"the file is {verdict}; {public} (the private score is revealed at the end)"
 
 
-def _accuracy_view(item: Any) -> dict[str, Any] | None:
+def _accuracy_view(item: Any) -> dict[str, Any]:
     d = item.details
     if "confusion_matrix" not in d:
         return {"id": item.id, "message": item.message, "matrix": None}
@@ -329,7 +330,7 @@ def _outputs(cell: NotebookNode, scrub: Scrubber, hides_tests: bool) -> list[dic
     return out
 
 
-def _cells(nb: NotebookNode, notebook: str, sources: _Sources) -> list[dict[str, Any]]:
+def _cells(nb: NotebookNode, notebook: str, sources: ReleasedSources) -> list[dict[str, Any]]:
     released = sources.released.get(notebook, {})
     hidden = sources.hidden_cells.get(notebook, set())
     cells = []
