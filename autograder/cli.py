@@ -364,6 +364,38 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
         results_table(results)
 
 
+@cli.command("feedback")
+@click.argument("assignment")
+@click.option("--student", "students", multiple=True, help="Only this student (repeatable).")
+@click.option("--final", is_flag=True, help="Show the CSV's private score too (after the end).")
+@click.pass_obj
+def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], final: bool) -> None:
+    """Write feedback/<student>/ASSIGNMENT/index.html, one self-contained page per student."""
+    from .feedback import write_feedback
+
+    paths = write_feedback(course, assignment, students=students or None, final=final)
+    click.echo(f"wrote {len(paths)} feedback page(s) under {course.root / 'feedback'}")
+    for path in paths:
+        click.echo(f"  {path}")
+
+
+@cli.command("leaderboard")
+@click.argument("assignment")
+@click.option("--final", is_flag=True, help="Rank on the private scores and show them.")
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the page (default: <course>/leaderboard.html).",
+)
+@click.pass_obj
+def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path | None) -> None:
+    """Write the class leaderboard of ASSIGNMENT (public scores; --final: private)."""
+    from .leaderboard import write_leaderboard
+
+    path = write_leaderboard(course, assignment, final=final, output=output)
+    click.echo(f"wrote {'final' if final else 'public'} leaderboard {path}")
+
+
 @cli.command("check-csv")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
