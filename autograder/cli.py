@@ -453,7 +453,8 @@ def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
     """The whole loop on the embedded digits: prepare, release, submit, grade, report."""
     from .demo import run_demo
 
-    run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo)
+    with _ConsoleProgress() as watcher:
+        run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo, progress=watcher)
 
 
 @cli.group()

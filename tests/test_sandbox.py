@@ -181,7 +181,7 @@ def test_writing_outside_the_workdir_fails_or_stays_private(course: Path) -> Non
         [
             ATTEMPT,
             "print(attempt(lambda: open('/usr/evil.py', 'w')))",
-            f"print(attempt(lambda: open({str(REPO / 'evil')!r}, 'w')))",
+            f"print(attempt(lambda: open({str(REPO / 'README.md')!r}).read()))",
             "print(attempt(lambda: open('/evil', 'w')))",
             "print(attempt(lambda: open('/dev/evil', 'w')))",
             "print(attempt(lambda: open(os.path.expanduser('~/ok'), 'w').write('x')))",
@@ -193,7 +193,7 @@ def test_writing_outside_the_workdir_fails_or_stays_private(course: Path) -> Non
     )
     assert [_text(c) for c in nb.cells[1:]] == [
         "OSError 30\n",  # /usr is mounted read-only (EROFS)
-        # The grader's checkout is not there (only its .venv, when Python lives in it).
+        # The grader's checkout is not there (at most an empty mount point for its .venv).
         "FileNotFoundError 2\n",
         "OSError 30\n",  # the sandbox's root is read-only
         "OSError 30\n",  # and so is its /dev
