@@ -14,8 +14,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from autograder.config import Course
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "compat" / "nbgrader-fixtures"
+#: nbgrader's own test notebooks (BSD-3, see its LICENSE), vendored so a fresh clone has them.
+FIXTURES = REPO / "tests" / "fixtures" / "nbgrader"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 

@@ -32,13 +32,8 @@ from autograder.csvcheck import (
 from autograder.datasets import FASHION_MNIST_DIR, prepare, read_idx, stratified_split
 from autograder.errors import ConfigError, DataError
 
-KAGGLE_SAMPLE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "kaggle-digit-recognizer"
-    / "sample_submission.csv"
-)
+#: Kaggle's real digit-recognizer sample_submission.csv (28,000 rows), vendored.
+KAGGLE_SAMPLE = Path(__file__).resolve().parent / "fixtures" / "kaggle" / "sample_submission.csv"
 HEADER = "ImageId,Label\n"
 
 
