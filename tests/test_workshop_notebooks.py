@@ -75,8 +75,8 @@ def removed_api_uses(nb: nbformat.NotebookNode) -> list[str]:
     return found
 
 
-def test_the_workshop_assignments_are_the_courses_assignments():
-    assert COURSE.assignments() == list(WORKSHOP)
+def test_the_workshop_assignments_are_in_the_course_with_one_notebook_each():
+    assert set(WORKSHOP) <= set(COURSE.assignments())
     for name in WORKSHOP:
         assert load_assignment(COURSE, name).notebooks == (name,)
 
@@ -146,7 +146,7 @@ def test_grading_parameters_name_variables_of_the_parameters_cell(assignment):
 
 def test_source_notebooks_use_no_api_keras_3_removed():
     notebooks = source_notebooks()
-    assert [p.parent.name for p in notebooks] == list(WORKSHOP)
+    assert set(WORKSHOP) <= {p.parent.name for p in notebooks}
     problems = {
         str(p.relative_to(REPO)): removed_api_uses(nbformat.read(p, as_version=4))
         for p in notebooks
