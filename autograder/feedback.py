@@ -137,7 +137,8 @@ def render_feedback(
     for name in config.notebooks:
         path = folder / f"{name}.ipynb"
         if not path.is_file():
-            notebooks.append({"name": name, "cells": None})
+            # Nothing ran (not a notebook, nothing submitted): the result's message says why.
+            notebooks.append({"name": name, "cells": None, "error": result.message})
             continue
         try:
             nb = read_notebook(path)

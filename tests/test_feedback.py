@@ -468,3 +468,12 @@ def test_pages_load_in_headless_chromium_without_console_errors(
                 f"{name} scrolls sideways on a phone by {load.overflow_px} px"
             )
             assert load.title
+
+
+def test_a_submission_that_never_ran_gets_a_page_saying_why(tiny_course, submit):
+    submit("dave", b"I could not get Jupyter to start\n")
+    grade(tiny_course, "tiny", settings=GradeSettings(sandbox=False), backend="inline")
+    [page] = write_feedback(tiny_course, "tiny")
+    html = page.read_text()
+    assert '<span class="score">0</span> / 4 points' in html
+    assert "<p class=\"muted\">tiny.ipynb is not valid notebook JSON (line 1, column 1" in html
