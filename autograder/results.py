@@ -143,7 +143,12 @@ def results_table(results: Sequence[SubmissionResult]) -> None:
     ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for result in results:
-        lost = [f"{i.id}: {i.message}" for i in result.items if i.score < i.max_score]
+        failed = [i for i in result.items if i.score < i.max_score]
+        # Items that failed for the submission's own reason are named, not repeated.
+        same = [i.id for i in failed if result.message and i.message == result.message]
+        lost = [f"{i.id}: {i.message}" for i in failed if i.id not in same]
+        if same:
+            lost.insert(0, f"{', '.join(same)}: see the status")
         status = result.status if not result.message else f"{result.status}\n{result.message}"
         table.add_row(
             result.student,

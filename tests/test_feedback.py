@@ -476,4 +476,4 @@ def test_a_submission_that_never_ran_gets_a_page_saying_why(tiny_course, submit)
     [page] = write_feedback(tiny_course, "tiny")
     html = page.read_text()
     assert '<span class="score">0</span> / 4 points' in html
-    assert "<p class=\"muted\">tiny.ipynb is not valid notebook JSON (line 1, column 1" in html
+    assert '<p class="muted">tiny.ipynb is not valid notebook JSON (line 1, column 1' in html
