@@ -182,6 +182,16 @@ def _with_notebook(item: ItemResult, notebook: str) -> ItemResult:
     return dataclasses.replace(item, notebook=notebook)
 
 
+def _invalid_csv_message(check: CsvCheck, report: Any) -> str:
+    """One sentence: how many problems, then the first of each kind (the page lists more)."""
+    total = sum(report.counts.values())
+    first = [line.strip() for line in report.summary(max_per_rule=2).split("\n")[1:]]
+    return (
+        f"{check.file} is not a valid {check.competition} submission "
+        f"({total:,} problem{'' if total == 1 else 's'}): " + "; ".join(first)
+    )
+
+
 def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> ItemResult:
     """Validate the notebook's CSV for its competition and score it on the held-back labels."""
     from .csvcheck import InvalidCsvError, check_csv, score_csv
@@ -211,8 +221,7 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
             score=0.0,
             max_score=check.points,
             passed=False,
-            message=f"{check.file} is not a valid {check.competition} submission: "
-            + report.summary(max_per_rule=2).replace("\n", "; "),
+            message=_invalid_csv_message(check, report),
             notebook=check_notebook_for(check, job.config),
             details={"report": report.to_json()},
         )

@@ -63,6 +63,11 @@ np.argmax = lambda *a, **k: np.zeros(360, dtype=int)
 np.mean = lambda *a, **k: 1.0
 """
 )
+# Patching builtins breaks Keras' own saving: the cheat only costs its author the model.
+BUILTINS_CHEAT = """\
+import builtins
+builtins.sum = lambda *a, **k: 10**6
+"""
 WRITE_CSV = """\
 import csv as _csv
 labels = _real_labels = model.predict(x_test, verbose=0).argmax(axis=1)
@@ -126,6 +131,7 @@ def graded_class(tmp_path_factory):
         "good": _notebook(GOOD),
         "weak": _notebook(WEAK),
         "cheater": _notebook(CHEAT),
+        "builtins-cheater": _notebook(WEAK + BUILTINS_CHEAT),
         "no-csv": _notebook(GOOD, write_csv="pass"),
         "bad-csv": _notebook(
             GOOD, write_csv="open('submission.csv', 'w').write('ImageId,Label\\n1,3\\n')"
@@ -185,6 +191,10 @@ def test_monkeypatching_inside_the_kernel_changes_nothing(graded_class):
     )
     assert cheater.item("heldout-accuracy").score == 0
     assert cheater.item("kaggle-csv").score == 0
+    patched = results["builtins-cheater"]
+    assert patched.item("heldout-accuracy").score == 0
+    assert patched.item("heldout-accuracy").message.startswith("the model could not be saved: ")
+    assert patched.item("kaggle-csv").score == 0
 
 
 def test_a_missing_or_broken_csv_and_a_missing_model_score_zero_with_a_reason(graded_class):
@@ -195,8 +205,11 @@ def test_a_missing_or_broken_csv_and_a_missing_model_score_zero_with_a_reason(gr
     assert results["no-csv"].item("heldout-accuracy").passed
     bad = results["bad-csv"].item("kaggle-csv")
     assert bad.score == 0
-    assert bad.message.startswith("submission.csv is not a valid digits submission: ")
-    assert "the file has 1 rows; digits needs exactly 360" in bad.message
+    assert bad.message == (
+        "submission.csv is not a valid digits submission (360 problems): the file has 1 row, "
+        "expected 360 (one per test image); ImageId 2 is missing; ImageId 3 is missing; ... and "
+        "357 more id-missing problems"
+    )
     assert results["no-model"].item("heldout-accuracy").message == (
         "no variable named 'model' in the notebook; assign your trained keras.Model to 'model'"
     )
