@@ -170,6 +170,37 @@ def contenders(args: argparse.Namespace) -> list[tuple[str, list[str] | None, di
     return out
 
 
+def kernel_starts(repeat: int) -> None:
+    """Fixed costs a prestarted kernel could hide: a kernel's start and shutdown around an
+    empty cell, and around ``import numpy``, plain and sandboxed (medians of ``repeat``)."""
+    from nbformat.v4 import new_notebook
+
+    from autograder import sandbox
+    from autograder.execute import ExecutionLimits, execute_notebook, kernel_env
+    from autograder.kernel import kernel_factory
+
+    print("| kernel | cell | wall s (median) |\n|---|---|---:|")
+    for label in ("plain", "sandboxed"):
+        for code in ("pass", "import numpy"):
+            times = []
+            for _ in range(repeat):
+                work = Path(tempfile.mkdtemp(prefix="bench-kernel-"))
+                nb = new_notebook(cells=[new_code_cell(code)])
+                factory = None
+                if label == "sandboxed":
+                    policy = sandbox.SandboxPolicy(workdir=work, memory_bytes=4 << 30)
+                    factory = kernel_factory(policy=policy)
+                start = time.perf_counter()
+                kw = {"kernel_factory": factory} if factory else {}
+                out = execute_notebook(
+                    nb, workdir=work, limits=ExecutionLimits(), env=kernel_env(work), **kw
+                )
+                times.append(time.perf_counter() - start)
+                shutil.rmtree(work, ignore_errors=True)
+                assert out.status == "graded", out.message
+            print(f"| {label} | `{code}` | {statistics.median(times):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--students", type=int, default=8)
@@ -177,7 +208,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=["local", "dask"])
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument(
+        "--kernel-start", action="store_true", help="only time kernel starts (plain, sandboxed)"
+    )
     args = parser.parse_args()
+    if args.kernel_start:
+        kernel_starts(max(args.repeat, 5))
+        return
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     template = tmp / "template"
