@@ -168,3 +168,18 @@ def test_grading_imports_no_dask():
 )
 def test_a_dask_job_gets_its_workers_gpu(name, visible, slots, expected):
     assert worker_gpus(name=name, visible=visible, slots=slots, assigned=(1,)) == expected
+
+
+def test_gpu_jobs_ask_for_the_gpu_resource_and_get_their_workers_slot(tiny_course, submit):
+    # No GPU is needed to check the plumbing: with --gpus the local cluster's workers declare
+    # GPU=1, jobs ask for it, and each kernel is given its worker's slot (CPU Keras ignores it).
+    for student in ("alice", "bob", "carol"):
+        submit(student, complete(tiny_course))
+    report = grade(
+        tiny_course, "tiny", settings=UNSAFE, backend="dask", workers=2, gpus=[3], per_gpu=2
+    )
+    assert {r.student: (r.score, r.device) for r in report.graded} == {
+        "alice": (3.0, "cuda:3"),
+        "bob": (3.0, "cuda:3"),
+        "carol": (3.0, "cuda:3"),
+    }
