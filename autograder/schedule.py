@@ -198,6 +198,7 @@ def _stop(pool: cf.ProcessPoolExecutor) -> None:
 
 #: Seconds to wait for a Dask scheduler given by address before saying it is unreachable.
 DASK_CONNECT_TIMEOUT_S = 20.0
+ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"
 #: Tries of a job on a cluster this backend starts (Dask's allowed-failures + 1); a scheduler
 #: given by address uses its own ``distributed.scheduler.allowed-failures`` (3 by default).
 DASK_LOCAL_TRIES = 2
@@ -275,11 +276,11 @@ def _run_dask(
                 f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); write it "
                 "like tcp://HOST:8786"
             ) from None
-        tries = int(dask.config.get("distributed.scheduler.allowed-failures")) + 1
+        tries = _scheduler_tries(client, default=dask.config.get(ALLOWED_FAILURES) + 1)
     else:
         tries = DASK_LOCAL_TRIES
         n_workers = max(1, min(workers, len(jobs)))
-        with dask.config.set({"distributed.scheduler.allowed-failures": tries - 1}):
+        with dask.config.set({ALLOWED_FAILURES: tries - 1}):
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=1,
@@ -291,7 +292,11 @@ def _run_dask(
                 silence_logs=logging.ERROR,
                 resources={"GPU": 1} if use_gpu else None,
             )
-        client = Client(cluster, set_as_default=False)
+        try:
+            client = Client(cluster, set_as_default=False)
+        except BaseException:
+            cluster.close()
+            raise
 
     pending = list(jobs)
     running: dict[Any, GradeJob] = {}
@@ -318,7 +323,7 @@ def _run_dask(
     try:
         # A window as wide as the cluster, refilled as jobs finish: ``started`` then means a
         # job is running, and the queue stays in this process, in order.
-        threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values())
+        threads = sum(client.nthreads().values())
         for _ in range(min(len(pending), max(workers, threads))):
             submit_next()
         for future in flow:
@@ -350,6 +355,19 @@ def _run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _scheduler_tries(client: Any, *, default: int) -> int:
+    """How many times the scheduler at the other end runs a job whose workers die (its
+    allowed-failures + 1); ``default`` when it will not say."""
+    try:
+        # A lambda travels by value: the scheduler need not have this package installed.
+        failures = client.run_on_scheduler(
+            lambda: __import__("dask").config.get("distributed.scheduler.allowed-failures")
+        )
+        return int(failures) + 1
+    except Exception:
+        return int(default)
 
 
 def _grade_on_dask_worker(job: GradeJob, *, slots: list[tuple[int, ...]] | None) -> Any:

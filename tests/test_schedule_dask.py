@@ -183,3 +183,34 @@ def test_gpu_jobs_ask_for_the_gpu_resource_and_get_their_workers_slot(tiny_cours
         "bob": (3.0, "cuda:3"),
         "carol": (3.0, "cuda:3"),
     }
+
+
+def test_a_scheduler_given_by_address_grades_and_is_left_running(tiny_course, submit):
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    submit("alice", complete(tiny_course))
+    submit("bob", released(tiny_course))
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    ) as cluster:
+        report = grade(
+            tiny_course,
+            "tiny",
+            settings=UNSAFE,
+            backend="dask",
+            scheduler=cluster.scheduler_address,
+        )
+        assert {r.student: (r.status, r.score) for r in report.graded} == {
+            "alice": ("graded", 3.0),
+            "bob": ("graded", 0.0),
+        }
+        with Client(cluster.scheduler_address, set_as_default=False) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+            # The scheduler's own allowed-failures (Dask's default 3) sets the tries reported.
+            assert schedule._scheduler_tries(client, default=99) == 4
