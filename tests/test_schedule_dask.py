@@ -214,3 +214,13 @@ def test_a_scheduler_given_by_address_grades_and_is_left_running(tiny_course, su
             assert len(client.scheduler_info()["workers"]) == 2
             # The scheduler's own allowed-failures (Dask's default 3) sets the tries reported.
             assert schedule._scheduler_tries(client, default=99) == 4
+
+
+def test_a_scheduler_that_is_no_address_says_how_to_write_one(tiny_course, submit):
+    submit("alice", complete(tiny_course))
+    with pytest.raises(ConfigError) as err:
+        grade(tiny_course, "tiny", settings=UNSAFE, backend="dask", scheduler="not an address")
+    assert err.value.message == (
+        "--scheduler 'not an address' is not a Dask scheduler address (missing port number in "
+        "address 'not an address'); write it like tcp://HOST:8786"
+    )
