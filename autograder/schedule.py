@@ -3,17 +3,20 @@
 A backend takes the list of jobs and a ``record`` callback; it calls ``record`` in the
 coordinator's process, once per finished job, as results arrive, so the coordinator stays the
 only gradebook writer whatever runs the jobs. ``inline`` runs them in this process (debugging,
-tests); ``local`` in a pool of worker processes.
+tests); ``local`` in a pool of worker processes; ``dask`` on a Dask cluster (a scheduler
+given by address, or a cluster of worker processes on this machine). Only the ``dask``
+backend imports Dask, and only when it runs: grading works without it installed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import logging
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .results import SubmissionResult
@@ -191,7 +194,226 @@ def _stop(pool: cf.ProcessPoolExecutor) -> None:
             process.kill()
 
 
-BACKENDS: dict[str, Callable[..., None]] = {"inline": _run_inline, "local": _run_local}
+# --- dask -------------------------------------------------------------------------------------
+
+#: Seconds to wait for a Dask scheduler given by address before saying it is unreachable.
+DASK_CONNECT_TIMEOUT_S = 20.0
+ALLOWED_FAILURES = "distributed.scheduler.allowed-failures"
+#: Tries of a job on a cluster this backend starts (Dask's allowed-failures + 1); a scheduler
+#: given by address uses its own ``distributed.scheduler.allowed-failures`` (3 by default).
+DASK_LOCAL_TRIES = 2
+
+DASK_MISSING = (
+    "the dask backend needs Dask's distributed scheduler, which is not installed here: run "
+    "pip install 'workshop-autograder[dask]' (or use --backend local)"
+)
+DASK_UNREACHABLE = (
+    "no Dask scheduler answered at {address} within {seconds:g} s; check the address and that "
+    "a scheduler runs there (`dask scheduler`, or the SLURMCluster of docs/cluster.md), or leave "
+    "out --scheduler to start a cluster on this machine"
+)
+LOST_DASK_WORKER = (
+    "the Dask worker grading this submission died each time it tried ({tries} tries: the "
+    "system stops processes that use too much memory, or the worker's machine went away); "
+    "grade it again alone with `autograder grade {assignment} --student {student} --workers 1`"
+)
+DASK_FAILED = (
+    "the Dask cluster could not run this grading job ({detail}); grade it again with "
+    "`autograder grade {assignment} --student {student}`"
+)
+
+
+def _run_dask(
+    jobs: Sequence,
+    *,
+    record: Record,
+    started: Started,
+    workers: int,
+    slots: list[tuple[int, ...]],
+    scheduler: str | None,
+) -> None:
+    """Grade on a Dask cluster: ``grade_submission`` runs on its workers, results come back
+    here (``as_completed``) and are recorded in this process.
+
+    With ``scheduler`` (an address like ``tcp://10.0.0.5:8786``) the jobs go to that cluster;
+    without, a cluster of ``workers`` worker processes (one thread each) starts on this
+    machine and stops at the end. Workers need this package installed (the job names its
+    function by import path).
+
+    GPUs are Dask worker resources: with ``--gpus``, every job asks for ``GPU=1``, so it only
+    runs on workers that declare one, one job per declared GPU at a time. Start one worker per
+    GPU, pinned to it, e.g. ``CUDA_VISIBLE_DEVICES=0 dask worker ADDR --nthreads 1 --resources
+    GPU=1``; the kernel gets the worker's ``CUDA_VISIBLE_DEVICES``. For several kernels on one
+    GPU, start several such workers pinned to it. On this machine's own cluster each worker
+    declares ``GPU=1`` and gets the GPU slot of its number (``--per-gpu`` workers per GPU).
+
+    A job whose worker dies is tried again on another (Dask's ``allowed-failures``); when it
+    has killed its workers every time, it is recorded as an ``error`` with a message saying so,
+    and the rest of the class goes on. Ctrl-C cancels what has not finished and closes the
+    client (and the cluster this backend started).
+    """
+    from .grade import failed_result
+
+    if not jobs:
+        return
+    try:
+        import dask
+        from distributed import Client, KilledWorker, LocalCluster, as_completed
+    except ImportError:
+        raise ConfigError(DASK_MISSING) from None
+
+    use_gpu = slots != [()]
+    cluster = None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT_S, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(
+                DASK_UNREACHABLE.format(address=scheduler, seconds=DASK_CONNECT_TIMEOUT_S)
+            ) from exc
+        except ValueError as exc:  # not an address at all
+            raise ConfigError(
+                f"--scheduler {scheduler!r} is not a Dask scheduler address ({exc}); write it "
+                "like tcp://HOST:8786"
+            ) from None
+        tries = _scheduler_tries(client, default=dask.config.get(ALLOWED_FAILURES) + 1)
+    else:
+        tries = DASK_LOCAL_TRIES
+        n_workers = max(1, min(workers, len(jobs)))
+        with dask.config.set({ALLOWED_FAILURES: tries - 1}):
+            cluster = LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                # The sandbox limits each kernel's memory; Dask's own limit would count the
+                # worker process only and restart it for what its kernel does.
+                memory_limit=0,
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+                resources={"GPU": 1} if use_gpu else None,
+            )
+        try:
+            client = Client(cluster, set_as_default=False)
+        except BaseException:
+            cluster.close()
+            raise
+
+    pending = list(jobs)
+    running: dict[Any, GradeJob] = {}
+    flow = as_completed(loop=client.loop)
+    submitted = 0
+
+    def submit_next() -> None:
+        nonlocal submitted
+        # The coordinator's round-robin slot; on the worker it becomes that worker's GPU.
+        job = dataclasses.replace(pending.pop(0), gpus=slots[submitted % len(slots)])
+        submitted += 1
+        future = client.submit(
+            _grade_on_dask_worker,
+            job,
+            slots=slots if cluster is not None else None,
+            key=f"grade-{job.student}-{job.fingerprint[:12]}-{submitted}",
+            resources={"GPU": 1} if use_gpu else None,
+            pure=False,
+        )
+        running[future] = job
+        flow.add(future)
+        started(job.student)
+
+    try:
+        # A window as wide as the cluster, refilled as jobs finish: ``started`` then means a
+        # job is running, and the queue stays in this process, in order.
+        threads = sum(client.nthreads().values())
+        for _ in range(min(len(pending), max(workers, threads))):
+            submit_next()
+        for future in flow:
+            job = running.pop(future)
+            try:
+                result = future.result()
+            except KilledWorker:
+                message = LOST_DASK_WORKER.format(
+                    tries=tries, assignment=job.config.name, student=job.student
+                )
+                result = failed_result(job, message)
+            except Exception as exc:
+                detail = f"{type(exc).__name__}: {exc}"[:500]
+                message = DASK_FAILED.format(
+                    detail=detail, assignment=job.config.name, student=job.student
+                )
+                result = failed_result(job, message)
+            record(result)
+            if pending:
+                submit_next()
+    except BaseException:
+        # Ctrl-C or a failed record: what finished is recorded; cancel the rest. A task
+        # already running on a remote worker finishes there (Dask cannot stop a running
+        # task), but its result is dropped; the cluster started here is closed, with its
+        # workers and their kernels.
+        client.cancel(list(running))
+        raise
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _scheduler_tries(client: Any, *, default: int) -> int:
+    """How many times the scheduler at the other end runs a job whose workers die (its
+    allowed-failures + 1); ``default`` when it will not say."""
+    try:
+        # A lambda travels by value: the scheduler need not have this package installed.
+        failures = client.run_on_scheduler(
+            lambda: __import__("dask").config.get("distributed.scheduler.allowed-failures")
+        )
+        return int(failures) + 1
+    except Exception:
+        return int(default)
+
+
+def _grade_on_dask_worker(job: GradeJob, *, slots: list[tuple[int, ...]] | None) -> Any:
+    """Runs on a Dask worker: the job gets this worker's GPU (see :func:`worker_gpus`)."""
+    import os
+
+    from .grade import grade_submission
+
+    if job.gpus:
+        from distributed import get_worker
+
+        gpus = worker_gpus(
+            name=get_worker().name,
+            visible=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            slots=slots,
+            assigned=job.gpus,
+        )
+        job = dataclasses.replace(job, gpus=gpus)
+    return grade_submission(job)
+
+
+def worker_gpus(
+    *,
+    name: object,
+    visible: str | None,
+    slots: Sequence[tuple[int, ...]] | None,
+    assigned: tuple[int, ...],
+) -> tuple[int, ...]:
+    """The GPUs a job gets on a Dask worker: on this machine's own cluster (``slots`` given),
+    the slot of the worker's number; on a cluster given by address, the worker's own
+    ``CUDA_VISIBLE_DEVICES`` (how a worker is pinned to its GPU); else the coordinator's
+    round-robin guess ``assigned``."""
+    if slots is not None and isinstance(name, int):
+        return slots[name % len(slots)]
+    if visible and visible.strip():
+        parts = [p.strip() for p in visible.split(",") if p.strip()]
+        if parts and all(p.isdigit() for p in parts):
+            return tuple(int(p) for p in parts)
+    return assigned
+
+
+BACKENDS: dict[str, Callable[..., None]] = {
+    "inline": _run_inline,
+    "local": _run_local,
+    "dask": _run_dask,
+}
 
 
 def run_jobs(

@@ -1,0 +1,300 @@
+"""Grading a class: ours (local and dask, 1 and 2 workers, sandbox on and off) against
+``nbgrader autograde`` and against bare serial nbclient execution (run by hand).
+
+The course is the tiny test assignment with one more cell that does about 2.5 s of
+single-threaded NumPy work (elementwise, so BLAS threads do not blur the worker counts), the
+kind of fast-mode notebook a workshop grades. N students submit the completed notebook.
+Every contender runs as a fresh command (``python -m ...``), so each pays its own start-up,
+as a person at the terminal does; peak memory is the largest sum of the RSS of the command
+and all its descendants (kernels included), sampled every 50 ms with psutil.
+
+    PYTHONPATH=. python bench/bench_grading.py --students 8 --repeat 2
+
+Results go in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+import conftest  # noqa: E402
+from nbformat.v4 import new_code_cell  # noqa: E402
+
+from autograder.config import Course, load_assignment  # noqa: E402
+from autograder.gradebook import register_assignment  # noqa: E402
+from autograder.release import release, source_index  # noqa: E402
+
+WORK = (
+    "import numpy as np\n"
+    "x = np.random.default_rng(0).random(2_000_000)\n"
+    "for _ in range({steps}):\n"
+    "    x = np.sqrt(x * x + 1.0) - 0.5\n"
+    "float(x.mean())"
+)
+
+BARE = """
+import sys, time, nbformat
+from nbclient import NotebookClient
+for path in sys.argv[1:]:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(__import__("pathlib").Path(path).parent)}}
+                   ).execute()
+"""
+
+
+def build(root: Path, students: int, steps: int) -> list[Path]:
+    """The source notebook with the work cell, released, and ``students`` submissions."""
+    nb = conftest.tiny_source()
+    work = new_code_cell(WORK.format(steps=steps))
+    work.id = "work"
+    nb.cells.insert(2, work)
+    conftest.write_nb(nb, root / "source" / "tiny" / "tiny.ipynb")
+    (root / "source" / "tiny" / "assignment.toml").write_text(
+        "[execute]\ntimeout_cell = 120\ntimeout_total = 300\n"
+    )
+    course = Course.at(root)
+    release(course, "tiny")
+    # nbgrader's gradebook is created before the clock starts on both sides (nbgrader's by
+    # `nbgrader db assignment add`): a new one costs ~3 s (nbgrader runs `alembic heads`).
+    config = load_assignment(course, "tiny")
+    register_assignment(course.gradebook_url, config, source_index(course, config))
+    done = conftest.complete(course)
+    return [
+        conftest.write_nb(done, course.submitted(f"s{n:03d}", "tiny") / "tiny.ipynb")
+        for n in range(students)
+    ]
+
+
+def fresh_copy(template: Path, dest: Path) -> Path:
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(template, dest)
+    return dest
+
+
+class PeakMemory:
+    """Largest sum of RSS over a process and its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop.wait(0.05):
+            total = 0
+            try:
+                procs = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                continue
+            for proc in procs:
+                with contextlib.suppress(psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def command_env() -> dict[str, str]:
+    """This checkout importable, this Python's scripts (nbgrader runs alembic) on PATH."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, int]:
+    env = command_env()
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    watch = PeakMemory(proc.pid)
+    out, _ = proc.communicate()
+    wall = time.perf_counter() - start
+    peak = watch.stop()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{out[-3000:]}")
+    return wall, peak
+
+
+def check_scores(root: Path, students: int, expected: float) -> None:
+    """Every submission scored in full: a fast run that graded nothing would be no result."""
+    from autograder.gradebook import load_results
+
+    scores = [r.score for r in load_results(Course.at(root).gradebook_url, "tiny")]
+    if len(scores) != students or any(s != expected for s in scores):
+        raise SystemExit(f"{root}: unexpected scores {scores}")
+
+
+def contenders(args: argparse.Namespace) -> list[tuple[str, list[str] | None, dict[str, str]]]:
+    """(label, autograder grade options or None for the others, notes)."""
+    py = sys.executable
+    out: list[tuple[str, list[str] | None, dict[str, str]]] = [
+        ("nbgrader autograde", None, {"kind": "nbgrader"}),
+        ("bare nbclient, serial", None, {"kind": "bare"}),
+    ]
+    for backend in args.backends:
+        for workers in (1, 2):
+            for sandbox in (True, False) if backend == "local" else (True,):
+                label = f"ours {backend}, {workers} worker(s), sandbox {'on' if sandbox else 'off'}"
+                opts = ["--backend", backend, "--workers", str(workers)]
+                if not sandbox:
+                    opts.append("--unsafe-no-sandbox")
+                out.append((label, [py, "-m", "autograder", "grade", "tiny", *opts], {}))
+    return out
+
+
+def kernel_starts(repeat: int) -> None:
+    """Fixed costs a prestarted kernel could hide: a kernel's start and shutdown around an
+    empty cell, and around ``import numpy``, plain and sandboxed (medians of ``repeat``)."""
+    from nbformat.v4 import new_notebook
+
+    from autograder import sandbox
+    from autograder.execute import ExecutionLimits, execute_notebook, kernel_env
+    from autograder.kernel import kernel_factory
+
+    print("| kernel | cell | wall s (median) |\n|---|---|---:|")
+    for label in ("plain", "sandboxed"):
+        for code in ("pass", "import numpy"):
+            times = []
+            for _ in range(repeat):
+                work = Path(tempfile.mkdtemp(prefix="bench-kernel-"))
+                nb = new_notebook(cells=[new_code_cell(code)])
+                factory = None
+                if label == "sandboxed":
+                    policy = sandbox.SandboxPolicy(workdir=work, memory_bytes=4 << 30)
+                    factory = kernel_factory(policy=policy)
+                start = time.perf_counter()
+                kw = {"kernel_factory": factory} if factory else {}
+                out = execute_notebook(
+                    nb, workdir=work, limits=ExecutionLimits(), env=kernel_env(work), **kw
+                )
+                times.append(time.perf_counter() - start)
+                shutil.rmtree(work, ignore_errors=True)
+                assert out.status == "graded", out.message
+            print(f"| {label} | `{code}` | {statistics.median(times):.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--students", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=350, help="NumPy loop steps (~7 ms each)")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--backends", nargs="+", default=["local", "dask"])
+    parser.add_argument("--json", type=Path, help="also write the raw numbers here")
+    parser.add_argument(
+        "--kernel-start", action="store_true", help="only time kernel starts (plain, sandboxed)"
+    )
+    args = parser.parse_args()
+    if args.kernel_start:
+        kernel_starts(max(args.repeat, 5))
+        return
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-grading-"))
+    template = tmp / "template"
+    notebooks = build(template, args.students, args.steps)
+    py = sys.executable
+    rows: dict[str, list[tuple[float, int]]] = {}
+    for round_ in range(args.repeat):
+        for label, argv, notes in contenders(args):
+            root = fresh_copy(template, tmp / "run")
+            if notes.get("kind") == "nbgrader":
+                nbg = [py, "-m", "nbgrader"]
+                subprocess.run(
+                    [*nbg, "db", "assignment", "add", "tiny"],
+                    cwd=root,
+                    check=True,
+                    capture_output=True,
+                    env=command_env(),
+                )
+                subprocess.run(
+                    [*nbg, "generate_assignment", "tiny", "--force"],
+                    cwd=root,
+                    check=True,
+                    capture_output=True,
+                    env=command_env(),
+                )
+                result = timed([*nbg, "autograde", "tiny"], root)
+            elif notes.get("kind") == "bare":
+                paths = [str(root / p.relative_to(template)) for p in notebooks]
+                result = timed([py, "-c", BARE, *paths], root)
+            else:
+                assert argv is not None
+                result = timed(argv, root)
+                check_scores(root, args.students, 3.0)
+            rows.setdefault(label, []).append(result)
+            print(
+                f"[{round_ + 1}] {label:<42} {result[0]:7.2f} s  {result[1] / 2**20:7.0f} MiB",
+                flush=True,
+            )
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {label: statistics.median(w for w, _ in runs) for label, runs in rows.items()}
+    peak = {label: max(m for _, m in runs) for label, runs in rows.items()}
+    n = args.students
+    print(
+        f"\n{n} submissions, {args.steps} steps; {platform.python_version()}, "
+        f"load {os.getloadavg()[0]:.2f}"
+    )
+    print("| what | wall s | per submission s | peak RSS MiB |\n|---|---:|---:|---:|")
+    for label in med:
+        print(f"| {label} | {med[label]:.2f} | {med[label] / n:.2f} | {peak[label] / 2**20:.0f} |")
+
+    def ratio(a: str, b: str) -> str:
+        return f"{med[a] / med[b]:.2f}" if a in med and b in med else "n/a"
+
+    nbg, bare = "nbgrader autograde", "bare nbclient, serial"
+    print("\nratios (target):")
+    print(
+        f"- ours local 2 workers / nbgrader: "
+        f"{ratio('ours local, 2 worker(s), sandbox on', nbg)} (<= 0.55)"
+    )
+    print(
+        f"- ours local 1 worker / bare serial: "
+        f"{ratio('ours local, 1 worker(s), sandbox on', bare)} (<= 1.1)"
+    )
+    for w in (1, 2):
+        on = f"ours local, {w} worker(s), sandbox on"
+        dask_on = f"ours dask, {w} worker(s), sandbox on"
+        print(f"- dask / local, {w} worker(s): {ratio(dask_on, on)} (<= 1.1)")
+    for w in (1, 2):
+        on = f"ours local, {w} worker(s), sandbox on"
+        off = f"ours local, {w} worker(s), sandbox off"
+        if on in med and off in med:
+            extra = (med[on] - med[off]) / n
+            print(f"- sandbox overhead, {w} worker(s): {extra:+.3f} s per submission")
+    if "ours local, 1 worker(s), sandbox on" in med:
+        over = (med["ours local, 1 worker(s), sandbox on"] - med[bare]) / n
+        print(f"- ours (1 worker) over bare serial: {over:+.3f} s per submission")
+    if args.json:
+        args.json.write_text(json.dumps({"median_s": med, "peak_rss": peak, "students": n}))
+
+
+if __name__ == "__main__":
+    main()
