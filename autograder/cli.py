@@ -12,6 +12,9 @@ import click
 from . import __version__
 from .config import Course
 from .errors import AutograderError
+from .fastimport import skip_slow_optional_imports
+
+skip_slow_optional_imports()
 
 if TYPE_CHECKING:
     from .grade import GradeSettings

@@ -151,7 +151,11 @@ def _local_pool(
 
     # 'spawn': workers start clean, with no copy of the coordinator's database handles.
     ctx = multiprocessing.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    from .fastimport import skip_slow_optional_imports
+
+    pool = cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=skip_slow_optional_imports
+    )
     running: dict[cf.Future[SubmissionResult], tuple[tuple[int, ...], GradeJob, int]] = {}
     try:
         while pending or running:
