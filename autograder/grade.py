@@ -155,10 +155,17 @@ def read_timestamp(folder: Path) -> str | None:
     return stamp.isoformat() if stamp else None
 
 
-def _find_notebook(workdir: Path, name: str, single: bool, notes: list[str]) -> Path:
+def _find_notebook(
+    workdir: Path, name: str, single: bool, notes: list[str], submission: Path
+) -> Path:
     expected = workdir / f"{name}.ipynb"
     if expected.exists() or expected.is_symlink():
         return expected
+    if (submission / expected.name).is_symlink():
+        # copy_submission left the link out; "not submitted" would puzzle its author.
+        raise InvalidNotebookError(
+            f"{expected.name} is a symbolic link, not a notebook; submit the notebook file itself"
+        )
     found = sorted(p.name for p in workdir.glob("*.ipynb"))
     if single and len(found) == 1:
         notes.append(f"{found[0]} was graded as {name}.ipynb")
@@ -210,7 +217,7 @@ def _run_notebook(
 ) -> tuple[NotebookNode | None, ExecutionOutcome | None, SanitizeContext, list[ItemResult]]:
     source = job.source[name]
     ctx = SanitizeContext(source=source, parameters=job.settings.parameters_for(job.config))
-    path = _find_notebook(workdir, name, len(job.config.notebooks) == 1, notes)
+    path = _find_notebook(workdir, name, len(job.config.notebooks) == 1, notes, job.submission)
     nb = sanitize(read_notebook(path), ctx)
     if source.grade_cells and len(ctx.missing) == len(source.grade_cells):
         raise InvalidNotebookError(

@@ -81,7 +81,9 @@ def force_kernelspec(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
     language = (asked.get("language") if isinstance(asked, dict) else None) or "python"
     if language != "python":
         raise InvalidNotebookError(
-            f"the notebook is written for the {language!r} kernel; this assignment is Python"
+            f"the notebook is written for the {language!r} kernel; this assignment is Python: "
+            "open the released notebook with a Python kernel, copy your answers over and submit "
+            "that"
         )
     nb.metadata["kernelspec"] = dict(FORCED_KERNELSPEC)
     return nb

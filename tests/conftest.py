@@ -93,9 +93,13 @@ def write_nb(nb: NotebookNode, path: Path) -> Path:
 @pytest.fixture
 def tiny_course(tmp_path: Path) -> Course:
     """A course with the released 'tiny' assignment and no submissions yet."""
+    return make_tiny_course(tmp_path / "course")
+
+
+def make_tiny_course(root: Path) -> Course:
+    """Create the 'tiny' course at ``root`` (for fixtures of a wider scope than a test)."""
     from autograder.release import release
 
-    root = tmp_path / "course"
     write_nb(tiny_source(), root / "source" / "tiny" / "tiny.ipynb")
     (root / "source" / "tiny" / "assignment.toml").write_text(
         "[assignment]\ntitle = 'Tiny'\n\n[execute]\ntimeout_cell = 20\ntimeout_total = 60\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -220,3 +221,119 @@ def test_a_submission_that_kills_its_worker_is_recorded_and_the_class_goes_on(ti
     )
     stored = {r.student: r for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")}
     assert stored["mallory"].status == "error"
+
+
+def _recorded(db) -> dict[str, str]:
+    """Each student's stored result row (read-only, so the grader is never blocked)."""
+    import sqlite3
+
+    if not db.exists():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        try:
+            rows = conn.execute("SELECT student, graded_at || record FROM autograder_results")
+            return dict(rows.fetchall())
+        except sqlite3.OperationalError:  # the table does not exist yet
+            return {}
+
+
+def _nbgrader_rows(db) -> dict[str, tuple[int, int, int]]:
+    """Per student: nbgrader submissions, submitted notebooks and grades (duplicates show)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT sa.student_id, COUNT(DISTINCT sa.id), COUNT(DISTINCT sn.id), COUNT(g.id) "
+            "FROM submitted_assignment sa JOIN submitted_notebook sn ON sn.assignment_id = sa.id "
+            "JOIN grade g ON g.notebook_id = sn.id GROUP BY sa.student_id"
+        )
+        return {student: (a, n, g) for student, a, n, g in rows}
+
+
+@pytest.mark.slow
+def test_a_grader_killed_mid_class_loses_nothing_and_regrades_nothing(tiny_course, submit):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    students = [f"s{i}" for i in range(6)]
+    slow = "def squares(n):\n    return [i * i for i in range(1, n + 1)]\nimport time\n"
+    for student in students:
+        submit(student, with_cell(complete(tiny_course), "squares", slow + "time.sleep(1.5)"))
+    db = tiny_course.root / "gradebook.db"
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    command = [sys.executable, "-m", "autograder", "--course-dir", str(tiny_course.root)]
+    command += ["grade", "tiny", "--workers", "1", "--unsafe-no-sandbox"]
+
+    def run(*extra: str) -> str:
+        done = subprocess.run(
+            [*command, *extra], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _recorded(db) and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.05)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the coordinator and its workers at once
+        first.wait()
+    before = _recorded(db)
+    assert 1 <= len(before) < len(students), "the kill must land mid-class"
+
+    out = run()
+    assert f"{len(before)} unchanged submission(s) already graded" in out
+    assert f"{len(students) - len(before)} submission(s) graded" in out
+    after = _recorded(db)
+    assert sorted(after) == students  # each exactly once (the table's key is the student)
+    assert {s: after[s] for s in before} == before  # same time, same record: not regraded
+    assert _nbgrader_rows(db) == {s: (1, 1, 3) for s in students}
+    assert {
+        r.student: r.score for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")
+    } == {s: 3.0 for s in students}
+
+    assert "already graded" not in (forced := run("--force"))
+    assert f"{len(students)} submission(s) graded" in forced
+    assert _nbgrader_rows(db) == {s: (1, 1, 3) for s in students}
+
+    submit("s3", with_cell(complete(tiny_course), "total", "def total(n):\n    return 0"))
+    again = run()
+    assert f"{len(students) - 1} unchanged submission(s) already graded" in again
+    assert "1 submission(s) graded" in again
+    results = {
+        r.student: r.score for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")
+    }
+    assert results == {**{s: 3.0 for s in students}, "s3": 2.0}
+    assert _nbgrader_rows(db) == {s: (1, 1, 3) for s in students}
+
+
+def test_grading_without_a_sandbox_is_refused_unless_asked(tiny_course, submit, monkeypatch):
+    from autograder import sandbox
+
+    submit("alice", complete(tiny_course))
+    monkeypatch.setattr(sandbox, "TOOL_PATH", "/nonexistent")  # as if bwrap were not installed
+    monkeypatch.setattr(sandbox, "_cached_probe", sandbox.probe)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--course-dir", str(tiny_course.root), "grade", "tiny"])
+    assert out.exit_code == 2
+    assert out.stderr == (
+        "error: the sandbox for untrusted notebooks is not available: bubblewrap (bwrap) is not "
+        "installed; install it: apt-get install bubblewrap (Debian/Ubuntu) or dnf install "
+        "bubblewrap; or, for trusted notebooks only, pass --unsafe-no-sandbox\n"
+    )
+    assert gradebook.load_results(tiny_course.gradebook_url, "tiny") == []
+    assert not tiny_course.autograded("alice", "tiny").exists()
+
+    args = ["--course-dir", str(tiny_course.root), "grade", "tiny", "--unsafe-no-sandbox"]
+    out = runner.invoke(cli, [*args, "--backend", "inline"])
+    assert out.exit_code == 0, out.output
+    assert [r.score for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")] == [3.0]

@@ -133,7 +133,9 @@ def test_kernel_is_forced_and_other_languages_refused(source):
     with pytest.raises(InvalidNotebookError) as err:
         sanitize(nb, SanitizeContext(source=source))
     assert (
-        err.value.message == "the notebook is written for the 'R' kernel; this assignment is Python"
+        err.value.message == "the notebook is written for the 'R' kernel; this assignment is "
+        "Python: open the released notebook with a Python kernel, copy your answers over and "
+        "submit that"
     )
 
 
