@@ -18,3 +18,8 @@ def skip_slow_optional_imports() -> None:
     """Make ``import rfc3987_syntax`` fail fast (jsonschema treats it as not installed)."""
     for name in SLOW_OPTIONAL:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+
+
+def dask_setup(worker: object) -> None:
+    """Dask preload hook (``--preload autograder.fastimport``): the same for Dask workers."""
+    skip_slow_optional_imports()

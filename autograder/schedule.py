@@ -294,6 +294,7 @@ def _run_dask(
                 memory_limit=0,
                 dashboard_address=None,
                 silence_logs=logging.ERROR,
+                preload=["autograder.fastimport"],
                 resources={"GPU": 1} if use_gpu else None,
             )
         try:
