@@ -9,6 +9,7 @@ processes (the CLI and its workers, never a library user's) mark it absent.
 
 from __future__ import annotations
 
+import os
 import sys
 
 SLOW_OPTIONAL = ("rfc3987_syntax",)
@@ -20,6 +21,10 @@ def skip_slow_optional_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def dask_setup(worker: object) -> None:
-    """Dask preload hook (``--preload autograder.fastimport``): the same for Dask workers."""
+def start_worker(environ: dict[str, str]) -> None:
+    """Initializer of a local grading worker: the coordinator's environment as it is now (a
+    worker forks from a fork server started earlier, with the environment of that moment)."""
     skip_slow_optional_imports()
+    if os.environ != environ:
+        os.environ.clear()
+        os.environ.update(environ)

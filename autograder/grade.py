@@ -540,34 +540,40 @@ def grade(
     progress: Progress | None = None,
 ) -> GradeReport:
     """Grade every new or changed submission of ``assignment`` and record the results."""
-    from .schedule import run_jobs
+    from .schedule import gpu_slots, run_jobs, warm_up
 
     settings = settings or GradeSettings()
-    jobs, skipped, warnings, _ = build_jobs(
-        course,
-        assignment,
-        submissions=submissions,
-        settings=settings,
-        force=force,
-        students=students,
-    )
-    graded: list[SubmissionResult] = []
-    watcher: Progress = progress or _Unwatched()
-    watcher.planned(len(jobs), len(skipped))
+    use_gpu = gpu_slots(gpus, per_gpu) != [()]
+    warm = warm_up(backend, workers=workers, scheduler=scheduler, use_gpu=use_gpu)
+    try:
+        jobs, skipped, warnings, _ = build_jobs(
+            course,
+            assignment,
+            submissions=submissions,
+            settings=settings,
+            force=force,
+            students=students,
+        )
+        graded: list[SubmissionResult] = []
+        watcher: Progress = progress or _Unwatched()
+        watcher.planned(len(jobs), len(skipped))
 
-    def record(result: SubmissionResult) -> None:
-        gradebook.record(course.gradebook_url, result)
-        graded.append(result)
-        watcher.finished(result)
+        def record(result: SubmissionResult) -> None:
+            gradebook.record(course.gradebook_url, result)
+            graded.append(result)
+            watcher.finished(result)
 
-    run_jobs(
-        jobs,
-        record=record,
-        workers=workers,
-        backend=backend,
-        scheduler=scheduler,
-        gpus=gpus,
-        per_gpu=per_gpu,
-        started=watcher.started,
-    )
+        run_jobs(
+            jobs,
+            record=record,
+            workers=workers,
+            backend=backend,
+            scheduler=scheduler,
+            gpus=gpus,
+            per_gpu=per_gpu,
+            started=watcher.started,
+            warm=warm,
+        )
+    finally:
+        warm.close()
     return GradeReport(assignment, tuple(graded), tuple(skipped), tuple(warnings))

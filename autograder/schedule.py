@@ -11,9 +11,13 @@ backend imports Dask, and only when it runs: grading works without it installed.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
+import importlib.util
 import logging
 import multiprocessing
+import multiprocessing.context
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any
@@ -92,6 +96,7 @@ def _run_inline(
     workers: int,
     slots: list[tuple[int, ...]],
     scheduler: str | None,
+    warm: WarmStart,
 ) -> None:
     from .grade import grade_submission
 
@@ -115,6 +120,7 @@ def _run_local(
     workers: int,
     slots: list[tuple[int, ...]],
     scheduler: str | None,
+    warm: WarmStart,
 ) -> None:
     from .grade import failed_result
 
@@ -139,6 +145,76 @@ def _run_local(
             record(failed_result(job, message))
 
 
+#: Modules the local pool's fork server imports once, before any worker forks from it.
+WORKER_PRELOAD = ["autograder.workerboot"]
+
+
+def pool_context(*, with_dask: bool = False) -> multiprocessing.context.BaseContext:
+    """The start method of grading worker processes: 'forkserver', preloaded with the grading
+    code (and Dask's worker, ``with_dask``). Workers start clean (forked from a fresh
+    interpreter, with no copy of the coordinator's database handles or threads) and fast
+    (nbgrader and nbclient already imported). The fork server is one per process: the
+    preload of the first start stays."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload((["distributed"] if with_dask else []) + WORKER_PRELOAD)
+    return ctx
+
+
+def start_fork_server(*, with_dask: bool = False) -> None:
+    """Start the fork server now; it imports its preload in the background."""
+    pool_context(with_dask=with_dask)
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+@dataclasses.dataclass
+class WarmStart:
+    """What :func:`warm_up` started for :func:`run_jobs`: on the dask backend without a
+    scheduler address, this machine's cluster, starting in a thread."""
+
+    cluster: cf.Future[Any] | None = None
+    #: (workers, GPU resources) the cluster was started for.
+    shape: tuple[int, bool] = (0, False)
+    taken: bool = False
+
+    def take_cluster(self, workers: int, use_gpu: bool) -> Any:
+        """The cluster, once started, if it has this shape; None otherwise (or if it failed to
+        start: the caller starts one itself and reports what goes wrong)."""
+        if self.cluster is None or self.shape != (workers, use_gpu):
+            return None
+        try:
+            cluster = self.cluster.result()
+        except Exception:
+            return None
+        self.taken = True
+        return cluster
+
+    def close(self) -> None:
+        """Close a cluster nobody took (no jobs, or the run stopped before them)."""
+        if self.cluster is not None and not self.taken:
+            with contextlib.suppress(Exception):
+                self.cluster.result().close()
+            self.taken = True
+
+
+def warm_up(
+    backend: str, *, workers: int = 1, scheduler: str | None = None, use_gpu: bool = False
+) -> WarmStart:
+    """Start, in the background, what ``backend`` needs before the jobs are known, while the
+    coordinator reads the submissions: the local pool's fork server (importing the grading
+    code), or this machine's Dask cluster (its workers importing it). Close what it returns."""
+    if backend == "local":
+        start_fork_server()
+    elif backend == "dask" and not scheduler and workers >= 1 and _has_distributed():
+        start_fork_server(with_dask=True)
+        starter = cf.ThreadPoolExecutor(1, thread_name_prefix="autograder-dask-start")
+        future = starter.submit(_local_cluster, workers, use_gpu)
+        starter.shutdown(wait=False)
+        return WarmStart(future, (workers, use_gpu))
+    return WarmStart()
+
+
 def _local_pool(
     pending: list[tuple[GradeJob, int]],
     free: list[tuple[int, ...]],
@@ -147,14 +223,14 @@ def _local_pool(
     started: Started,
 ) -> list[tuple[GradeJob, int]]:
     """Run jobs in one pool until done or the pool breaks; return the jobs lost with it."""
+    from .fastimport import start_worker
     from .grade import grade_submission
 
-    # 'spawn': workers start clean, with no copy of the coordinator's database handles.
-    ctx = multiprocessing.get_context("spawn")
-    from .fastimport import skip_slow_optional_imports
-
     pool = cf.ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=skip_slow_optional_imports
+        max_workers=workers,
+        mp_context=pool_context(),
+        initializer=start_worker,
+        initargs=(dict(os.environ),),
     )
     running: dict[cf.Future[SubmissionResult], tuple[tuple[int, ...], GradeJob, int]] = {}
     try:
@@ -235,6 +311,7 @@ def _run_dask(
     workers: int,
     slots: list[tuple[int, ...]],
     scheduler: str | None,
+    warm: WarmStart,
 ) -> None:
     """Grade on a Dask cluster: ``grade_submission`` runs on its workers, results come back
     here (``as_completed``) and are recorded in this process.
@@ -262,7 +339,7 @@ def _run_dask(
         return
     try:
         import dask
-        from distributed import Client, KilledWorker, LocalCluster, as_completed
+        from distributed import Client, KilledWorker, as_completed
     except ImportError:
         raise ConfigError(DASK_MISSING) from None
 
@@ -283,20 +360,9 @@ def _run_dask(
         tries = _scheduler_tries(client, default=dask.config.get(ALLOWED_FAILURES) + 1)
     else:
         tries = DASK_LOCAL_TRIES
-        n_workers = max(1, min(workers, len(jobs)))
-        with dask.config.set({ALLOWED_FAILURES: tries - 1}):
-            cluster = LocalCluster(
-                n_workers=n_workers,
-                threads_per_worker=1,
-                processes=True,
-                # The sandbox limits each kernel's memory; Dask's own limit would count the
-                # worker process only and restart it for what its kernel does.
-                memory_limit=0,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
-                preload=["autograder.fastimport"],
-                resources={"GPU": 1} if use_gpu else None,
-            )
+        cluster = warm.take_cluster(workers, use_gpu)
+        if cluster is None:
+            cluster = _local_cluster(max(1, min(workers, len(jobs))), use_gpu)
         try:
             client = Client(cluster, set_as_default=False)
         except BaseException:
@@ -360,6 +426,49 @@ def _run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: Dask's own monitoring, off or slowed on this machine's cluster: its statistical profiler
+#: samples every worker 100 times a second and its system monitor twice, CPU taken from the
+#: kernels (``docs/benchmarks.md``). Dask passes these to the worker processes.
+QUIET_WORKERS = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.admin.system-monitor.disk": False,
+}
+
+
+def _has_distributed() -> bool:
+    return importlib.util.find_spec("distributed") is not None
+
+
+def _local_cluster(n_workers: int, use_gpu: bool) -> Any:
+    """This machine's Dask cluster: ``n_workers`` processes of one thread, forked from the
+    fork server with Dask and the grading code imported (see :func:`pool_context`)."""
+    import dask
+    from distributed import LocalCluster
+
+    start_fork_server(with_dask=True)
+    config = {
+        ALLOWED_FAILURES: DASK_LOCAL_TRIES - 1,
+        "distributed.worker.multiprocessing-method": "forkserver",
+        **QUIET_WORKERS,
+    }
+    with dask.config.set(config):
+        return LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            # The sandbox limits each kernel's memory; Dask's own limit would count the
+            # worker process only and restart it for what its kernel does.
+            memory_limit=0,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            preload=WORKER_PRELOAD,
+            resources={"GPU": 1} if use_gpu else None,
+            # The coordinator's environment now, not the fork server's of its start.
+            env=dict(os.environ),
+        )
 
 
 def _scheduler_tries(client: Any, *, default: int) -> int:
@@ -431,9 +540,11 @@ def run_jobs(
     gpus: Sequence[int] = (),
     per_gpu: int = 1,
     started: Started = _nothing,
+    warm: WarmStart | None = None,
 ) -> None:
     """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives
-    (and ``started`` with the student's name as each job begins)."""
+    (and ``started`` with the student's name as each job begins); ``warm`` is what
+    :func:`warm_up` started for it (the caller closes it)."""
     if backend not in BACKENDS:
         raise ConfigError(f"no backend named {backend!r}; choose one of {', '.join(BACKENDS)}")
     if workers < 1:
@@ -445,4 +556,5 @@ def run_jobs(
         workers=workers,
         slots=gpu_slots(gpus, per_gpu),
         scheduler=scheduler,
+        warm=warm or WarmStart(),
     )

@@ -198,6 +198,20 @@ def test_local_pool_grades_in_worker_processes(tiny_course, submit, workers):
     assert {s: r.score for s, r in results.items()} == {"alice": 3, "bob": 0, "carol": 0}
 
 
+def test_workers_see_the_environment_of_the_grade_call_not_of_the_fork_server(
+    tiny_course, submit, monkeypatch
+):
+    from autograder import schedule
+
+    schedule.warm_up("local")  # the fork server keeps the environment it started with
+    monkeypatch.setenv("TZ", "Etc/GMT+3")  # one of the variables a kernel is given
+    solution = "def squares(n):\n    return [i * i for i in range(1, n + 1)]\n"
+    check = 'import os\nassert os.environ["TZ"] == "Etc/GMT+3", os.environ.get("TZ")\n'
+    submit("alice", with_cell(complete(tiny_course), "squares", check + solution))
+    results = by_student(grade(tiny_course, "tiny", settings=UNSAFE, backend="local", workers=2))
+    assert results["alice"].score == 3, results["alice"]
+
+
 def test_a_submission_that_kills_its_worker_is_recorded_and_the_class_goes_on(tiny_course, submit):
     # Without the sandbox the kernel can see its parent, the worker; the OOM killer does the same.
     killer = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"

@@ -101,6 +101,8 @@ def test_ctrl_c_cancels_the_rest_and_closes_the_cluster(tiny_course, submit):
     from autograder.grade import build_jobs
 
     jobs, *_ = build_jobs(tiny_course, "tiny", settings=UNSAFE)
+    # The fork server the workers fork from lives as long as this process (one per process).
+    schedule.start_fork_server(with_dask=True)
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     with pytest.raises(KeyboardInterrupt):
         schedule.run_jobs(jobs, record=record, workers=2, backend="dask")
@@ -108,6 +110,34 @@ def test_ctrl_c_cancels_the_rest_and_closes_the_cluster(tiny_course, submit):
     left = {p.pid for p in psutil.Process().children(recursive=True)} - before
     alive = [p for p in left if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
     assert alive == []
+
+
+def _alive_children_since(before: set[int]) -> list[int]:
+    import psutil
+
+    left = {p.pid for p in psutil.Process().children(recursive=True)} - before
+    return [p for p in left if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+
+
+def test_the_cluster_started_ahead_is_closed_when_there_is_nothing_to_grade(tiny_course, submit):
+    import psutil
+
+    submit("alice", complete(tiny_course))
+    grade(tiny_course, "tiny", settings=UNSAFE, backend="dask", workers=2)
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    again = grade(tiny_course, "tiny", settings=UNSAFE, backend="dask", workers=2)
+    assert (again.graded, again.skipped) == ((), ("alice",))
+    assert _alive_children_since(before) == []
+
+
+def test_dask_workers_see_the_environment_of_the_grade_call(tiny_course, submit, monkeypatch):
+    schedule.start_fork_server(with_dask=True)  # keeps the environment it started with
+    monkeypatch.setenv("TZ", "Etc/GMT+3")  # one of the variables a kernel is given
+    check = 'import os\nassert os.environ["TZ"] == "Etc/GMT+3", os.environ.get("TZ")\n'
+    solution = "def squares(n):\n    return [i * i for i in range(1, n + 1)]\n"
+    submit("alice", with_cell(complete(tiny_course), "squares", check + solution))
+    report = grade(tiny_course, "tiny", settings=UNSAFE, backend="dask", workers=1)
+    assert [(r.student, r.score) for r in report.graded] == [("alice", 3)]
 
 
 def test_an_unreachable_scheduler_names_the_address_and_the_wait(tiny_course, submit, monkeypatch):
