@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,23 @@ def cli(ctx: click.Context, course_dir: Path | None, gradebook_url: str | None) 
     name that folder with --course-dir.
     """
     ctx.obj = Course.at(course_dir, gradebook=gradebook_url)
+
+
+def _gradebook_option(func: Callable[..., None]) -> Callable[..., None]:
+    """``--gradebook URL`` after the command too (DESIGN.md lists it with ``grade``)."""
+
+    def override(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+        if value is not None:
+            ctx.obj = dataclasses.replace(ctx.obj, gradebook=value)
+
+    return click.option(
+        "--gradebook",
+        "gradebook_url",
+        default=None,
+        expose_value=False,
+        callback=override,
+        help="Gradebook database URL (the same as the option before the command).",
+    )(func)
 
 
 def _assignments(course: Course, names: tuple[str, ...]) -> list[str]:
@@ -268,6 +286,7 @@ class _ConsoleProgress:
 )
 @click.option("--student", "students", multiple=True, help="Grade only this student (repeatable).")
 @_with_run_options
+@_gradebook_option
 @click.pass_obj
 def grade_cmd(
     course: Course,
@@ -346,6 +365,7 @@ def grade_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a CSV with nbgrader's export columns (then status and per-item scores).",
 )
+@_gradebook_option
 @click.pass_obj
 def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path | None) -> None:
     """Show the recorded results of ASSIGNMENT."""
@@ -371,6 +391,7 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
 @click.argument("assignment")
 @click.option("--student", "students", multiple=True, help="Only this student (repeatable).")
 @click.option("--final", is_flag=True, help="Show the CSV's private score too (after the end).")
+@_gradebook_option
 @click.pass_obj
 def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], final: bool) -> None:
     """Write feedback/<student>/ASSIGNMENT/index.html, one self-contained page per student."""
@@ -390,6 +411,7 @@ def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], fin
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the page (default: <course>/leaderboard.html).",
 )
+@_gradebook_option
 @click.pass_obj
 def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path | None) -> None:
     """Write the class leaderboard of ASSIGNMENT (public scores; --final: private)."""

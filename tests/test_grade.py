@@ -351,3 +351,20 @@ def test_grading_without_a_sandbox_is_refused_unless_asked(tiny_course, submit, 
     out = runner.invoke(cli, [*args, "--backend", "inline"])
     assert out.exit_code == 0, out.output
     assert [r.score for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")] == [3.0]
+
+
+def test_gradebook_option_after_the_command(tiny_course, submit, tmp_path):
+    submit("alice", complete(tiny_course))
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    runner = CliRunner()
+    base = ["--course-dir", str(tiny_course.root)]
+    graded = runner.invoke(
+        cli, [*base, "grade", "tiny", "--backend", "inline", "--unsafe-no-sandbox",
+              "--gradebook", url],
+    )  # fmt: skip
+    assert graded.exit_code == 0, graded.output
+    assert gradebook.load_results(tiny_course.gradebook_url, "tiny") == []
+    shown = runner.invoke(cli, [*base, "results", "tiny", "--json", "--gradebook", url])
+    assert [(r["student"], r["score"]) for r in json.loads(shown.stdout)] == [("alice", 3.0)]
+    same = runner.invoke(cli, [*base, "--gradebook", url, "results", "tiny", "--json"])
+    assert same.stdout == shown.stdout
