@@ -3,7 +3,10 @@
 
 The course is the tiny test assignment with one more cell that does about 2.5 s of
 single-threaded NumPy work (elementwise, so BLAS threads do not blur the worker counts), the
-kind of fast-mode notebook a workshop grades. N students submit the completed notebook.
+kind of fast-mode notebook a workshop grades. Its arrays stay in the CPU caches by default
+(``--size``), so two kernels at once measure the grader, not the memory bus; the bench first
+times that work alone and two at once (the machine's own scaling, the floor for 2 workers).
+N students submit the completed notebook.
 Every contender runs as a fresh command (``python -m ...``), so each pays its own start-up,
 as a person at the terminal does; peak memory is the largest sum of the RSS of the command
 and all its descendants (kernels included), sampled every 50 ms with psutil.
@@ -41,7 +44,7 @@ from autograder.release import release, source_index  # noqa: E402
 
 WORK = (
     "import numpy as np\n"
-    "x = np.random.default_rng(0).random(2_000_000)\n"
+    "x = np.random.default_rng(0).random({size})\n"
     "for _ in range({steps}):\n"
     "    x = np.sqrt(x * x + 1.0) - 0.5\n"
     "float(x.mean())"
@@ -58,10 +61,10 @@ for path in sys.argv[1:]:
 """
 
 
-def build(root: Path, students: int, steps: int) -> list[Path]:
+def build(root: Path, students: int, steps: int, size: int) -> list[Path]:
     """The source notebook with the work cell, released, and ``students`` submissions."""
     nb = conftest.tiny_source()
-    work = new_code_cell(WORK.format(steps=steps))
+    work = new_code_cell(WORK.format(steps=steps, size=size))
     work.id = "work"
     nb.cells.insert(2, work)
     conftest.write_nb(nb, root / "source" / "tiny" / "tiny.ipynb")
@@ -201,10 +204,34 @@ def kernel_starts(repeat: int) -> None:
             print(f"| {label} | `{code}` | {statistics.median(times):.2f} |")
 
 
+def machine_scaling(size: int, steps: int) -> tuple[float, float]:
+    """Seconds of the work cell run alone, and (the slower of two) run twice at once."""
+    code = WORK.format(size=size, steps=steps)
+    argv = [sys.executable, "-c", "import time\nt = time.perf_counter()\n" + code
+            + "\nprint(time.perf_counter() - t)"]  # fmt: skip
+
+    def run(n: int) -> float:
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+        return max(float(p.communicate()[0]) for p in procs)
+
+    alone = statistics.median(run(1) for _ in range(3))
+    paired = statistics.median(run(2) for _ in range(3))
+    return alone, paired
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--students", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=350, help="NumPy loop steps (~7 ms each)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=200_000,
+        help="array length: 200,000 float64 (1.6 MB) stay in the CPU caches; 2,000,000 do not, "
+        "and then two kernels at once wait on memory bandwidth",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=6400, help="NumPy loop steps (~0.4 ms each by default)"
+    )
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--backends", nargs="+", default=["local", "dask"])
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
@@ -216,9 +243,15 @@ def main() -> None:
         kernel_starts(max(args.repeat, 5))
         return
 
+    alone, paired = machine_scaling(args.size, args.steps)
+    print(
+        f"the work cell: {alone:.2f} s alone, {paired:.2f} s two at once "
+        f"(2-way scaling {2 * alone / paired:.2f}x)",
+        flush=True,
+    )
     tmp = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     template = tmp / "template"
-    notebooks = build(template, args.students, args.steps)
+    notebooks = build(template, args.students, args.steps, args.size)
     py = sys.executable
     rows: dict[str, list[tuple[float, int]]] = {}
     for round_ in range(args.repeat):
@@ -259,7 +292,7 @@ def main() -> None:
     peak = {label: max(m for _, m in runs) for label, runs in rows.items()}
     n = args.students
     print(
-        f"\n{n} submissions, {args.steps} steps; {platform.python_version()}, "
+        f"\n{n} submissions, {args.size} x {args.steps} steps; {platform.python_version()}, "
         f"load {os.getloadavg()[0]:.2f}"
     )
     print("| what | wall s | per submission s | peak RSS MiB |\n|---|---:|---:|---:|")
@@ -292,8 +325,15 @@ def main() -> None:
     if "ours local, 1 worker(s), sandbox on" in med:
         over = (med["ours local, 1 worker(s), sandbox on"] - med[bare]) / n
         print(f"- ours (1 worker) over bare serial: {over:+.3f} s per submission")
+    print(
+        f"- floor for 2 workers / nbgrader on this machine (the work's own 2-way scaling): "
+        f"{paired / 2 / alone * med[bare] / med[nbg]:.2f}"
+        if bare in med and nbg in med
+        else ""
+    )
     if args.json:
-        args.json.write_text(json.dumps({"median_s": med, "peak_rss": peak, "students": n}))
+        numbers = {"median_s": med, "peak_rss": peak, "students": n, "alone_s": alone}
+        args.json.write_text(json.dumps({**numbers, "two_at_once_s": paired}))
 
 
 if __name__ == "__main__":
