@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -172,3 +173,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def host_processes(marker: str) -> list[tuple[int, str]]:
+    """Live host processes (pid, command line) whose command line contains ``marker``, this
+    test process excluded (pgrep -f, without procps)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if marker.encode() in cmdline:
+                found.append((int(entry.name), cmdline.decode(errors="replace")))
+    return found

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import socket
 import subprocess
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import complete, make_tiny_course, released, with_cell
+from conftest import complete, host_processes, make_tiny_course, released, with_cell
 from nbformat import NotebookNode
 
 from autograder import gradebook
@@ -76,16 +75,7 @@ def _sha(path: Path) -> str:
 
 def _with_token(argv: str) -> list[str]:
     """Command lines of live host processes that carry ``argv`` (a marker with the token)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if argv.encode() in cmdline:
-                found.append(cmdline.decode(errors="replace"))
-    return found
+    return [cmdline for _pid, cmdline in host_processes(argv)]
 
 
 def _host_addresses() -> list[str]:

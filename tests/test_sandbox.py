@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import host_processes
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
@@ -86,17 +87,8 @@ def _errors(cell: NotebookNode) -> list[str]:
 
 
 def _processes(marker: str) -> list[int]:
-    """Host pids whose command line contains ``marker`` (pgrep -f, without procps)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ")
-            except OSError:
-                continue
-            if marker.encode() in cmdline and entry.name != str(os.getpid()):
-                found.append(int(entry.name))
-    return found
+    """Host pids whose command line contains ``marker``."""
+    return [pid for pid, _cmdline in host_processes(marker)]
 
 
 def _gone(marker: str, within: float = 3.0) -> bool:
