@@ -285,6 +285,12 @@ class _ConsoleProgress:
     "--force", is_flag=True, help="Grade again even unchanged, already graded submissions."
 )
 @click.option("--student", "students", multiple=True, help="Grade only this student (repeatable).")
+@click.option(
+    "--prestart/--no-prestart",
+    default=True,
+    show_default=True,
+    help="Start each worker's next kernel while the current notebook runs (local backend).",
+)
 @_with_run_options
 @_gradebook_option
 @click.pass_obj
@@ -299,6 +305,7 @@ def grade_cmd(
     scheduler: str | None,
     force: bool,
     students: tuple[str, ...],
+    prestart: bool,
     timeout_cell: float | None,
     timeout_total: float | None,
     memory_limit: str | None,
@@ -336,6 +343,7 @@ def grade_cmd(
                 per_gpu=per_gpu,
                 students=students or None,
                 progress=watcher,
+                prestart=prestart,
             )
     except KeyboardInterrupt:
         click.echo(

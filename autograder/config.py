@@ -124,6 +124,14 @@ class ExecuteConfig:
         default_factory=dict,
         metadata=_help("values injected after the notebook's 'parameters' cell when grading"),
     )
+    prestart_imports: list[str] = dataclasses.field(
+        default_factory=list,
+        metadata=_help(
+            "modules a waiting kernel imports before the next submission runs, e.g. "
+            "['tensorflow']; leave out modules the notebooks configure before importing "
+            "(importing keras fixes its backend)"
+        ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +231,9 @@ def _build(cls: type[T], table: dict[str, Any], where: str) -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
 def _check_types(obj: Any, where: str) -> None:
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
@@ -256,6 +267,14 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
     _check_types(execute, f"{where} [execute]")
     if not isinstance(execute.parameters, dict):
         raise ConfigError(f"{where} [execute]: parameters must be a table")
+    imports = execute.prestart_imports
+    if not isinstance(imports, list) or not all(
+        isinstance(m, str) and _MODULE.match(m) for m in imports
+    ):
+        raise ConfigError(
+            f"{where} [execute]: prestart_imports must be a list of module names such as "
+            f"['numpy', 'tensorflow'], got {imports!r}"
+        )
 
     checks: list[Check] = []
     seen: set[str] = set()

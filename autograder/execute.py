@@ -23,7 +23,7 @@ import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -68,7 +68,7 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
         ip=str(runtime / "kernel"),
         connection_file=str(runtime / "kernel.json"),
     )
-    km._autograder_runtime = runtime  # type: ignore[attr-defined]  # removed by _shutdown
+    km._autograder_runtime = runtime  # type: ignore[attr-defined]  # removed by shutdown_kernel
     return km
 
 
@@ -215,9 +215,12 @@ async def _run(
     env: Mapping[str, str],
     collect: Sequence[str],
     collect_timeout: float,
+    km: Any = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
 ) -> ExecutionOutcome:
     outcome = ExecutionOutcome(nb=nb)
-    km = kernel_factory(workdir=workdir, env=env)
+    if km is None:
+        km = kernel_factory(workdir=workdir, env=env)
     client = _GradingClient(
         nb,
         km=km,
@@ -237,13 +240,17 @@ async def _run(
     deadline = start + limits.timeout_total
     try:
         try:
+            # A kernel manager given already started is used as it is (nbclient starts none).
             async with client.async_setup_kernel(env=dict(env), cwd=str(workdir)):
+                if on_ready is not None:
+                    with contextlib.suppress(Exception):  # its trouble is not the notebook's
+                        await on_ready()
                 await _run_cells(client, nb, outcome, limits, deadline)
                 # A kernel that stopped answering would only burn the collection timeout too.
                 if outcome.status != "kernel-died" and outcome.responsive and collect:
                     await _collect(client, outcome, collect, collect_timeout)
         finally:
-            await _shutdown(km)
+            await shutdown_kernel(km)
     except DeadKernelError:
         _died(outcome, km, limits)
     except Exception as exc:
@@ -382,7 +389,8 @@ async def _collect(
             raise
 
 
-async def _shutdown(km: Any) -> None:
+async def shutdown_kernel(km: Any) -> None:
+    """Shut a kernel manager's kernel down and free what it holds (idempotent)."""
     # We passed our own kernel manager, so its shutdown is ours (nbclient docs).
     try:
         if await _maybe_await(km.is_alive()):
@@ -398,6 +406,14 @@ async def _shutdown(km: Any) -> None:
     runtime = getattr(km, "_autograder_runtime", None)
     if runtime is not None:
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def hand_over_workdir(km: Any) -> None:
+    """After files were added to a started kernel's folder: give them to the kernel's user
+    (a sandboxed kernel as root runs as a user of its own; a plain kernel needs nothing)."""
+    hand_over = getattr(km, "hand_over_workdir", None)
+    if hand_over is not None:
+        hand_over()
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -436,10 +452,19 @@ def execute_notebook(
     env: Mapping[str, str] | None = None,
     collect: Sequence[str] = (),
     collect_timeout: float = 300.0,
+    km: Any = None,
+    on_ready: Callable[[], Awaitable[None]] | None = None,
+    runner: Callable[[Coroutine[Any, Any, ExecutionOutcome]], ExecutionOutcome] = asyncio.run,
 ) -> ExecutionOutcome:
-    """Run every code cell of ``nb`` (in place) in ``workdir``; see :class:`ExecutionOutcome`."""
+    """Run every code cell of ``nb`` (in place) in ``workdir``; see :class:`ExecutionOutcome`.
+
+    ``km``: a kernel manager already started in ``workdir`` (a prestarted kernel) to use
+    instead of one from ``kernel_factory``; it is shut down at the end all the same.
+    ``on_ready`` is awaited once the kernel answers, before the first cell. ``runner`` runs
+    the coroutine (a new event loop by default; a worker's own loop with prestart).
+    """
     (workdir / ".home").mkdir(exist_ok=True)
-    return asyncio.run(
+    return runner(
         _run(
             nb,
             workdir=workdir,
@@ -448,5 +473,7 @@ def execute_notebook(
             env=env if env is not None else kernel_env(workdir),
             collect=collect,
             collect_timeout=collect_timeout,
+            km=km,
+            on_ready=on_ready,
         )
     )

@@ -9,6 +9,7 @@ fingerprint, hands jobs to a backend and records each result as it arrives (the 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import os
@@ -22,10 +23,17 @@ from typing import Any, Protocol
 
 from nbformat import NotebookNode
 
-from . import gradebook, release
+from . import gradebook, prestart, release
 from .config import AssignmentConfig, Course, check_name, load_assignment
 from .errors import AutograderError, InvalidNotebookError
-from .execute import ExecutionLimits, ExecutionOutcome, KernelFactory, execute_notebook, kernel_env
+from .execute import (
+    ExecutionLimits,
+    ExecutionOutcome,
+    KernelFactory,
+    execute_notebook,
+    hand_over_workdir,
+    kernel_env,
+)
 from .notebooks import read_notebook, write_notebook
 from .release import SourceNotebook
 from .results import ItemResult, SubmissionResult
@@ -83,25 +91,31 @@ class GradeJob:
     fingerprint: str
     settings: GradeSettings
     gpus: tuple[int, ...] = ()
+    #: Start a spare kernel for this worker's next job while this one runs (see prestart);
+    #: set by the local pool, whose workers keep one event loop and thread for all jobs.
+    #: A job takes a fitting spare whether or not it starts one.
+    prestart: bool = False
 
 
 # --- the worker ---------------------------------------------------------------------------
 
 
-def copy_submission(src: Path, dest: Path) -> list[str]:
-    """Copy the regular files of a submission; return notes on what was left out."""
+def copy_submission(src: Path, dest: Path, *, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Copy the regular files of a submission; return notes on what was left out. Top-level
+    entries named in ``skip`` are not copied (the released data replaces ``data``)."""
     notes: list[str] = []
     total = files = 0
     for root, dirs, names in os.walk(src, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
         rel_root = Path(root).relative_to(src)
+        top = rel_root == Path(".")
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (top and d in skip))
         for name in sorted(names):
             path = Path(root) / name
             rel = rel_root / name
             if path.is_symlink():
                 notes.append(f"{rel} is a symbolic link and was not used")
                 continue
-            if not path.is_file():
+            if not path.is_file() or (top and name in skip):
                 continue
             size = path.stat().st_size
             files += 1
@@ -184,27 +198,55 @@ def _kernel_factory(job: GradeJob, workdir: Path) -> KernelFactory:
     return sandbox.kernel_factory_for(job=job, workdir=workdir)
 
 
+def _kernel_key(job: GradeJob, workdir: Path) -> tuple[Any, ...]:
+    """Everything a kernel of ``job`` in ``workdir`` is started with: a spare kernel started
+    for another job serves this one only if its key is the same."""
+    from . import sandbox
+
+    policy = sandbox.job_policy(job=job, workdir=workdir) if job.settings.sandbox else None
+    env = kernel_env(workdir, gpus=job.gpus)
+    return (job.settings.sandbox, policy, env, tuple(job.config.execute.prestart_imports))
+
+
+def _spare_kernel(job: GradeJob, workdir: Path) -> tuple[Any, dict[str, str], tuple[Any, ...]]:
+    """A not yet started kernel for whichever job comes next, under ``job``'s policy."""
+    env = kernel_env(workdir, gpus=job.gpus)
+    km = _kernel_factory(job, workdir)(workdir=workdir, env=env)
+    return km, env, _kernel_key(job, workdir)
+
+
+async def _when_ready(job: GradeJob, spare: prestart.Spare | None) -> None:
+    """Once a job's kernel answers: wait for the imports of the spare it took, then (when
+    another job comes after this one) start the next spare while this notebook runs."""
+    if spare is not None:
+        await prestart.imports_done(spare, job.settings.limits(job.config).timeout_cell)
+    if not job.prestart:
+        return
+    await prestart.start_spare(
+        lambda workdir: _spare_kernel(job, workdir), job.config.execute.prestart_imports
+    )
+
+
 def _prepare_workdir(job: GradeJob, workdir: Path, notes: list[str]) -> None:
-    notes.extend(copy_submission(job.submission, workdir))
+    # The released data replaces a submitted data/ (the sandbox mounts it read-only at ./data,
+    # whose mount point may be there already: a prestarted kernel's sandbox made it).
+    skip = frozenset({"data"}) if job.data_dir is not None else frozenset()
+    notes.extend(copy_submission(job.submission, workdir, skip=skip))
     if job.assignment_files.is_dir():
         for path in job.assignment_files.rglob("*"):
             rel = path.relative_to(job.assignment_files)
-            if path.is_file() and path.suffix != ".ipynb":
+            if path.is_file() and path.suffix != ".ipynb" and rel.parts[0] not in skip:
                 target = workdir / rel
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.unlink(missing_ok=True)
                 shutil.copyfile(path, target)
-    data = workdir / "data"
     if job.data_dir is not None:
-        if data.exists() or data.is_symlink():
+        submitted = job.submission / "data"
+        if submitted.exists() and not submitted.is_symlink():
             notes.append("the submitted data/ folder was replaced by the released data")
-            if data.is_dir() and not data.is_symlink():
-                shutil.rmtree(data)
-            else:
-                data.unlink()
         if not job.settings.sandbox:
             # The sandbox mounts the data read-only; without it, a copy keeps the course safe.
-            shutil.copytree(job.data_dir, data)
+            shutil.copytree(job.data_dir, workdir / "data")
     (workdir / "outbox").mkdir(exist_ok=True)
 
 
@@ -214,6 +256,7 @@ def _run_notebook(
     name: str,
     notes: list[str],
     collect: Sequence[str],
+    spare: prestart.Spare | None = None,
 ) -> tuple[NotebookNode | None, ExecutionOutcome | None, SanitizeContext, list[ItemResult]]:
     source = job.source[name]
     ctx = SanitizeContext(source=source, parameters=job.settings.parameters_for(job.config))
@@ -233,6 +276,9 @@ def _run_notebook(
         kernel_factory=factory,
         env=env,
         collect=collect,
+        km=spare.km if spare is not None else None,
+        on_ready=(lambda: _when_ready(job, spare)) if job.prestart or spare else None,
+        runner=prestart.run if job.prestart or spare else asyncio.run,
     )
     items = score_notebook(outcome.nb, source, ctx, outcome)
     return outcome.nb, outcome, ctx, items
@@ -279,9 +325,14 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
         return base.with_items(
             items, status="missing", message=f"no submission folder {job.submission}"
         )
-    workdir = Path(tempfile.mkdtemp(prefix=f"autograder-{job.student}-"))
+    # A spare kernel this worker started during its last job, if it fits this one.
+    spare = prestart.take(lambda folder: _kernel_key(job, folder))
+    if spare is not None:
+        workdir = spare.workdir
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix=f"autograder-{job.student}-"))
     try:
-        return _grade_in(job, workdir, base, started)
+        return _grade_in(job, workdir, base, started, spare)
     except Exception as exc:  # the batch must go on; the message says what happened
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return failed_result(
@@ -290,6 +341,8 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
             duration_s=time.monotonic() - started,
         )
     finally:
+        if spare is not None:
+            prestart.discard(spare)  # a no-op once the notebook used it; not if it never ran
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -309,7 +362,11 @@ def _zero_check_items(config: AssignmentConfig, why: str) -> list[ItemResult]:
 
 
 def _grade_in(
-    job: GradeJob, workdir: Path, base: SubmissionResult, started: float
+    job: GradeJob,
+    workdir: Path,
+    base: SubmissionResult,
+    started: float,
+    spare: prestart.Spare | None = None,
 ) -> SubmissionResult:
     from . import checks
 
@@ -319,13 +376,17 @@ def _grade_in(
     outcomes: dict[str, ExecutionOutcome] = {}
     try:
         _prepare_workdir(job, workdir, notes)
+        if spare is not None:
+            # The spare's sandbox user gets the copy, as a kernel started now would have.
+            hand_over_workdir(spare.km)
     except InvalidNotebookError as exc:
         statuses.append(("invalid-notebook", exc.message))
     out_dir = Path(tempfile.mkdtemp(prefix=".autograded-", dir=_ensure(job.autograded.parent)))
     for name in job.config.notebooks if not statuses else ():
         collect = checks.collect_snippets(job.config, name, workdir)
         try:
-            nb, outcome, ctx, nb_items = _run_notebook(job, workdir, name, notes, collect)
+            nb, outcome, ctx, nb_items = _run_notebook(job, workdir, name, notes, collect, spare)
+            spare = None  # a kernel serves one notebook; the next one starts its own
         except InvalidNotebookError as exc:
             statuses.append(("invalid-notebook", exc.message))
             items.extend(missing_items(job.source[name], exc.message))
@@ -538,8 +599,11 @@ def grade(
     per_gpu: int = 1,
     students: Sequence[str] | None = None,
     progress: Progress | None = None,
+    prestart: bool = True,
 ) -> GradeReport:
-    """Grade every new or changed submission of ``assignment`` and record the results."""
+    """Grade every new or changed submission of ``assignment`` and record the results.
+
+    ``prestart``: the local pool's workers start their next kernel while a notebook runs."""
     from .schedule import gpu_slots, run_jobs, warm_up
 
     settings = settings or GradeSettings()
@@ -573,6 +637,7 @@ def grade(
             per_gpu=per_gpu,
             started=watcher.started,
             warm=warm,
+            prestart=prestart,
         )
     finally:
         warm.close()

@@ -26,7 +26,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
 from .limits import TOOL_PATH, MemoryWatch, UserSlot, command_pid, identity, kill_sandbox
-from .sandbox import SandboxPolicy, sandboxed_command
+from .sandbox import SandboxPolicy, hand_over, sandboxed_command
 
 
 class _SandboxProvisioner(LocalProvisioner):
@@ -146,6 +146,13 @@ class SandboxedKernelManager(AsyncKernelManager):
                 fh.seek(max(0, self.log_path.stat().st_size - 4000))
                 self._log_tail = fh.read()
         return self._log_tail.decode("utf-8", "replace")
+
+    def hand_over_workdir(self) -> None:
+        """Give the working folder's files to the sandbox user, as at start: for files copied
+        in after the kernel started (a prestarted kernel's submission)."""
+        who = identity(self.kernel_policy().user)
+        if who.drop:
+            hand_over(self.policy.workdir, who)
 
     def write_connection_file(self, **kwargs: Any) -> None:
         super().write_connection_file(**kwargs)

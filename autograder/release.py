@@ -271,10 +271,13 @@ def source_index(course: Course, config: AssignmentConfig) -> dict[str, SourceNo
 
 def fingerprint(index: dict[str, SourceNotebook], config: AssignmentConfig) -> str:
     """A hash of everything grading depends on from the instructor's side."""
+    config_data = dataclasses.asdict(config)
+    # What a waiting kernel imports changes how fast a notebook starts, not its grade.
+    config_data["execute"].pop("prestart_imports", None)
     payload = json.dumps(
         {
             "index": {k: dataclasses.asdict(v) for k, v in sorted(index.items())},
-            "config": dataclasses.asdict(config),
+            "config": config_data,
         },
         sort_keys=True,
         default=str,

@@ -187,7 +187,7 @@ def sandboxed_command(
     who = identity(policy.user)
     workdir = _check_workdir(policy.workdir)
     if who.drop:
-        _hand_over(workdir, who)
+        hand_over(workdir, who)
     prefixes = _python_prefixes()
     for prefix in prefixes:
         if workdir == prefix or prefix in workdir.parents:
@@ -472,8 +472,9 @@ def _check_workdir(workdir: Path) -> Path:
     return path
 
 
-def _hand_over(workdir: Path, who: Identity) -> None:
+def hand_over(workdir: Path, who: Identity) -> None:
     """Give the copy to the sandbox user (it is ours, a fresh copy of the submission)."""
+    workdir = _check_workdir(workdir)
     os.lchown(workdir, who.uid, who.gid)
     for root, dirs, files in os.walk(workdir):
         for name in dirs + files:

@@ -97,6 +97,7 @@ def _run_inline(
     slots: list[tuple[int, ...]],
     scheduler: str | None,
     warm: WarmStart,
+    prestart: bool = False,
 ) -> None:
     from .grade import grade_submission
 
@@ -121,6 +122,7 @@ def _run_local(
     slots: list[tuple[int, ...]],
     scheduler: str | None,
     warm: WarmStart,
+    prestart: bool = False,
 ) -> None:
     from .grade import failed_result
 
@@ -137,10 +139,10 @@ def _run_local(
     # which is recorded as failed; the others are graded normally.
     # _local_pool takes jobs from the front of the list; what it never started stays there.
     while pending:
-        for job, attempts in _local_pool(pending, free, workers, record, started):
+        for job, attempts in _local_pool(pending, free, workers, record, started, prestart):
             suspects.append((job, attempts + 1))
     while suspects:
-        for job, _attempts in _local_pool(suspects, free[:1], 1, record, started):
+        for job, _attempts in _local_pool(suspects, free[:1], 1, record, started, False):
             message = LOST_WORKER.format(assignment=job.config.name, student=job.student)
             record(failed_result(job, message))
 
@@ -221,8 +223,12 @@ def _local_pool(
     workers: int,
     record: Record,
     started: Started,
+    prestart: bool,
 ) -> list[tuple[GradeJob, int]]:
-    """Run jobs in one pool until done or the pool breaks; return the jobs lost with it."""
+    """Run jobs in one pool until done or the pool breaks; return the jobs lost with it.
+
+    With ``prestart``, a job that has others after it starts its worker's next kernel while
+    it runs (``autograder.prestart``): the pool's workers run jobs on their main thread."""
     from .fastimport import start_worker
     from .grade import grade_submission
 
@@ -238,7 +244,7 @@ def _local_pool(
             while pending and free:
                 slot = free.pop()
                 job, attempts = pending.pop(0)
-                job = dataclasses.replace(job, gpus=slot)
+                job = dataclasses.replace(job, gpus=slot, prestart=prestart and bool(pending))
                 running[pool.submit(grade_submission, job)] = (slot, job, attempts)
                 started(job.student)
             done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
@@ -312,6 +318,7 @@ def _run_dask(
     slots: list[tuple[int, ...]],
     scheduler: str | None,
     warm: WarmStart,
+    prestart: bool = False,
 ) -> None:
     """Grade on a Dask cluster: ``grade_submission`` runs on its workers, results come back
     here (``as_completed``) and are recorded in this process.
@@ -541,10 +548,12 @@ def run_jobs(
     per_gpu: int = 1,
     started: Started = _nothing,
     warm: WarmStart | None = None,
+    prestart: bool = False,
 ) -> None:
     """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives
     (and ``started`` with the student's name as each job begins); ``warm`` is what
-    :func:`warm_up` started for it (the caller closes it)."""
+    :func:`warm_up` started for it (the caller closes it). ``prestart``: the local backend's
+    workers start their next kernel while a notebook runs (the others ignore it)."""
     if backend not in BACKENDS:
         raise ConfigError(f"no backend named {backend!r}; choose one of {', '.join(BACKENDS)}")
     if workers < 1:
@@ -557,4 +566,5 @@ def run_jobs(
         slots=gpu_slots(gpus, per_gpu),
         scheduler=scheduler,
         warm=warm or WarmStart(),
+        prestart=prestart,
     )

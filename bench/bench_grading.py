@@ -61,15 +61,21 @@ for path in sys.argv[1:]:
 """
 
 
-def build(root: Path, students: int, steps: int, size: int) -> list[Path]:
-    """The source notebook with the work cell, released, and ``students`` submissions."""
+def build(
+    root: Path, students: int, steps: int, size: int, imports: list[str] | None = None
+) -> list[Path]:
+    """The source notebook with the work cell, released, and ``students`` submissions.
+    ``imports``: modules the work cell imports first, and the assignment's prestart_imports."""
     nb = conftest.tiny_source()
-    work = new_code_cell(WORK.format(steps=steps, size=size))
+    work = new_code_cell(
+        "".join(f"import {m}\n" for m in imports or ()) + WORK.format(steps=steps, size=size)
+    )
     work.id = "work"
     nb.cells.insert(2, work)
     conftest.write_nb(nb, root / "source" / "tiny" / "tiny.ipynb")
+    prestart = f"prestart_imports = {imports!r}\n" if imports else ""
     (root / "source" / "tiny" / "assignment.toml").write_text(
-        "[execute]\ntimeout_cell = 120\ntimeout_total = 300\n"
+        "[execute]\ntimeout_cell = 120\ntimeout_total = 300\n" + prestart
     )
     course = Course.at(root)
     release(course, "tiny")
@@ -162,6 +168,13 @@ def contenders(args: argparse.Namespace) -> list[tuple[str, list[str] | None, di
         ("nbgrader autograde", None, {"kind": "nbgrader"}),
         ("bare nbclient, serial", None, {"kind": "bare"}),
     ]
+    if args.prestart_only:
+        for workers in (1, 2):
+            for flag in ("--prestart", "--no-prestart"):
+                label = f"ours local, {workers} worker(s), sandbox on, {flag[2:]}"
+                opts = ["--workers", str(workers), flag]
+                out.append((label, [py, "-m", "autograder", "grade", "tiny", *opts], {}))
+        return out
     for backend in args.backends:
         for workers in (1, 2):
             for sandbox in (True, False) if backend == "local" else (True,):
@@ -236,6 +249,17 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["local", "dask"])
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument(
+        "--prestart-only",
+        action="store_true",
+        help="besides nbgrader and bare, only ours local with the kernel prestart on and off",
+    )
+    parser.add_argument(
+        "--imports",
+        nargs="+",
+        metavar="MODULE",
+        help="modules every notebook imports (e.g. tensorflow), listed as prestart_imports",
+    )
+    parser.add_argument(
         "--kernel-start", action="store_true", help="only time kernel starts (plain, sandboxed)"
     )
     args = parser.parse_args()
@@ -251,7 +275,7 @@ def main() -> None:
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-grading-"))
     template = tmp / "template"
-    notebooks = build(template, args.students, args.steps, args.size)
+    notebooks = build(template, args.students, args.steps, args.size, args.imports)
     py = sys.executable
     rows: dict[str, list[tuple[float, int]]] = {}
     for round_ in range(args.repeat):
@@ -322,6 +346,15 @@ def main() -> None:
         if on in med and off in med:
             extra = (med[on] - med[off]) / n
             print(f"- sandbox overhead, {w} worker(s): {extra:+.3f} s per submission")
+    for w in (1, 2):
+        on = f"ours local, {w} worker(s), sandbox on, prestart"
+        off = f"ours local, {w} worker(s), sandbox on, no-prestart"
+        if on in med and off in med:
+            gain = (med[off] - med[on]) / n
+            print(f"- kernel prestart, {w} worker(s): {gain:+.3f} s saved per submission")
+            print(f"- ours local {w} worker(s) (prestart) / bare serial: {ratio(on, bare)}")
+            if w == 2:
+                print(f"- ours local 2 workers (prestart) / nbgrader: {ratio(on, nbg)}")
     if "ours local, 1 worker(s), sandbox on" in med:
         over = (med["ours local, 1 worker(s), sandbox on"] - med[bare]) / n
         print(f"- ours (1 worker) over bare serial: {over:+.3f} s per submission")

@@ -48,7 +48,8 @@ def test_a_full_config_parses_with_types_and_defaults():
         (
             {"execute": {"timeout_cel": 5}},
             "a.toml [execute]: unknown key(s) timeout_cel; valid keys are max_output_bytes, "
-            "max_output_lines, max_processes, memory_limit, parameters, timeout_cell, timeout_total",
+            "max_output_lines, max_processes, memory_limit, parameters, prestart_imports, "
+            "timeout_cell, timeout_total",
         ),
         (
             {"checks": [{"id": "x", "kind": "speed", "points": 1}]},

@@ -1,0 +1,200 @@
+"""The next student's kernel, started while this student's notebook runs (local pool workers).
+
+A kernel needs about 0.7 s to start (a new Python, ipykernel's imports, the sandbox), and an
+assignment may import TensorFlow on top (seconds, more on a GPU node). A grading worker of the
+local pool hides that time: when a job's kernel is ready, it starts one more kernel, for
+whichever job this worker gets next, while the first one runs the notebook.
+
+Isolation is not weakened:
+
+- the spare kernel is a new kernel in a new sandbox, with a fresh, empty working folder and
+  the policy of the job that started it (data binds, limits, GPU slot, environment); it runs
+  no submission's code before it is handed to one job, and it is never handed to two;
+- the next job takes it only if its own policy for that folder is exactly the same (the same
+  assignment, settings and GPU slot) and the kernel is still alive; otherwise it is shut down
+  unused and the job starts its own;
+- its imports (``prestart_imports`` in ``[execute]``) are opt-in: importing Keras fixes its
+  backend, so an assignment whose notebooks choose the backend must not list it.
+
+The job copies its submission into the spare kernel's folder before the first cell runs
+(``grade._prepare_workdir``); the sandbox already mounted the released data at ``./data``, so
+that folder is left alone (bwrap made the mount point in the host folder; removing it there
+would detach the data inside the sandbox).
+
+A worker keeps one event loop for all its jobs (the spare kernel's sockets belong to it) and
+runs its jobs on its main thread (bwrap's ``--die-with-parent`` follows the thread that
+launched the kernel). At the worker's exit a spare kernel nobody took is shut down and its
+folder removed; a worker killed outright takes its kernels with it (``--die-with-parent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from multiprocessing import util
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: nbclient's default for the kernels it starts: no history file in the working folder.
+KERNEL_ARGUMENTS = ("--HistoryManager.hist_file=:memory:",)
+
+
+@dataclasses.dataclass
+class Spare:
+    """A started kernel waiting for the next job."""
+
+    #: What a job's kernel must equal to take it (sandbox policy and environment).
+    key: Any
+    workdir: Path
+    km: Any
+    #: The opt-in imports running in the kernel (None: none asked for).
+    imports: asyncio.Task[None] | None = None
+
+
+@dataclasses.dataclass
+class _State:
+    loop: asyncio.AbstractEventLoop | None = None
+    spare: Spare | None = None
+    thread: int | None = None
+
+
+_state = _State()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on this worker's event loop (made on first use, closed at exit)."""
+    if _state.loop is None:
+        _state.loop = asyncio.new_event_loop()
+        _state.thread = threading.get_ident()
+        # Runs at the worker process's exit (and the interpreter's): shut the spare down.
+        util.Finalize(None, close, exitpriority=20)
+    if _state.thread != threading.get_ident():
+        raise RuntimeError("kernel prestart runs on one thread; use it from the worker's thread")
+    return _state.loop.run_until_complete(coro)
+
+
+def pending() -> Spare | None:
+    """The spare kernel waiting for the next job, if any."""
+    return _state.spare
+
+
+async def start_spare(
+    make: Callable[[Path], tuple[Any, Mapping[str, str], Any]], imports: Sequence[str] = ()
+) -> None:
+    """Start a spare kernel (unless one waits already) in a new folder.
+
+    ``make(workdir)`` returns ``(kernel manager, environment, key)`` for that folder. A kernel
+    that fails to start is dropped quietly: the next job starts its own and reports why.
+    """
+    if _state.spare is not None:
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="autograder-next-"))
+    km = None
+    try:
+        (workdir / ".home").mkdir()
+        km, env, key = make(workdir)
+        await km.start_kernel(
+            extra_arguments=list(KERNEL_ARGUMENTS), env=dict(env), cwd=str(workdir)
+        )
+    except Exception:
+        if km is not None:
+            await _shut(km)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    spare = Spare(key=key, workdir=workdir, km=km)
+    if imports:
+        spare.imports = asyncio.ensure_future(_import(km, imports))
+    _state.spare = spare
+
+
+def take(key_for: Callable[[Path], Any]) -> Spare | None:
+    """Hand the spare kernel to a job whose kernel key at the spare's folder is
+    ``key_for(folder)``: only when it equals the spare's and the kernel still runs. A spare
+    that does not fit is shut down. Never returns the same kernel twice."""
+    spare, _state.spare = _state.spare, None
+    if spare is None:
+        return None
+    try:
+        fits = key_for(spare.workdir) == spare.key and run(_alive(spare.km))
+    except Exception:
+        fits = False
+    if not fits:
+        discard(spare)
+        return None
+    return spare
+
+
+async def imports_done(spare: Spare, timeout: float) -> None:
+    """Wait (at most ``timeout`` s) for the spare's opt-in imports; a failed or slow import
+    is only lost time: the notebook imports what it needs itself."""
+    if spare.imports is None:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.shield(spare.imports), timeout)
+    if not spare.imports.done():
+        spare.imports.cancel()
+
+
+def discard(spare: Spare) -> None:
+    """Shut a spare kernel down and remove its folder."""
+    if spare.imports is not None and not spare.imports.done():
+        spare.imports.cancel()
+    with contextlib.suppress(Exception):
+        run(_shut(spare.km))
+    shutil.rmtree(spare.workdir, ignore_errors=True)
+
+
+def close() -> None:
+    """Shut down the spare nobody took and close the loop (at the worker's exit)."""
+    spare, _state.spare = _state.spare, None
+    if _state.loop is None or _state.loop.is_closed():
+        return
+    if spare is not None:
+        discard(spare)
+    with contextlib.suppress(Exception):
+        _state.loop.close()
+    _state.loop = None
+
+
+async def _alive(km: Any) -> bool:
+    return bool(await km.is_alive())
+
+
+async def _shut(km: Any) -> None:
+    from .execute import shutdown_kernel
+
+    await shutdown_kernel(km)
+
+
+def import_code(modules: Sequence[str]) -> str:
+    """Code that imports ``modules`` and leaves no name behind in the user's namespace."""
+    names = "".join(f"{m!r}, " for m in modules)
+    return (
+        f"for _autograder_module in ({names}):\n"
+        "    __import__('importlib').import_module(_autograder_module)\n"
+        "del _autograder_module\n"
+    )
+
+
+async def _import(km: Any, modules: Sequence[str]) -> None:
+    kc = km.client()
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        # silent: no execution count, no history, no output kept anywhere.
+        await kc.execute_interactive(
+            import_code(modules),
+            silent=True,
+            store_history=False,
+            allow_stdin=False,
+            output_hook=lambda msg: None,
+        )
+    finally:
+        kc.stop_channels()
