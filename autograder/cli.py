@@ -287,9 +287,9 @@ class _ConsoleProgress:
 @click.option("--student", "students", multiple=True, help="Grade only this student (repeatable).")
 @click.option(
     "--prestart/--no-prestart",
-    default=True,
-    show_default=True,
-    help="Start each worker's next kernel while the current notebook runs (local backend).",
+    default=None,
+    help="Start each worker's next kernel while the current notebook runs (local backend; "
+    "default: on when there are more CPU cores than workers, or GPUs).",
 )
 @_with_run_options
 @_gradebook_option
@@ -305,7 +305,7 @@ def grade_cmd(
     scheduler: str | None,
     force: bool,
     students: tuple[str, ...],
-    prestart: bool,
+    prestart: bool | None,
     timeout_cell: float | None,
     timeout_total: float | None,
     memory_limit: str | None,

@@ -215,13 +215,8 @@ def _spare_kernel(job: GradeJob, workdir: Path) -> tuple[Any, dict[str, str], tu
     return km, env, _kernel_key(job, workdir)
 
 
-async def _when_ready(job: GradeJob, spare: prestart.Spare | None) -> None:
-    """Once a job's kernel answers: wait for the imports of the spare it took, then (when
-    another job comes after this one) start the next spare while this notebook runs."""
-    if spare is not None:
-        await prestart.imports_done(spare, job.settings.limits(job.config).timeout_cell)
-    if not job.prestart:
-        return
+async def _when_ready(job: GradeJob) -> None:
+    """Once a job's kernel answers: start the next spare while this notebook runs."""
     await prestart.start_spare(
         lambda workdir: _spare_kernel(job, workdir), job.config.execute.prestart_imports
     )
@@ -277,7 +272,7 @@ def _run_notebook(
         env=env,
         collect=collect,
         km=spare.km if spare is not None else None,
-        on_ready=(lambda: _when_ready(job, spare)) if job.prestart or spare else None,
+        on_ready=(lambda: _when_ready(job)) if job.prestart else None,
         runner=prestart.run if job.prestart or spare else asyncio.run,
     )
     items = score_notebook(outcome.nb, source, ctx, outcome)
@@ -446,6 +441,15 @@ def _worst(statuses: Sequence[tuple[str, str]]) -> tuple[str, str]:
 # --- the coordinator --------------------------------------------------------------------------
 
 
+def prestart_pays(workers: int, use_gpu: bool) -> bool:
+    """Whether starting the next kernel during a notebook hides time: when a CPU core is left
+    over (fewer workers than cores, as by default) or the notebooks mostly wait on GPUs.
+    With a worker per core, the spare's start competes with the notebooks for the same
+    cores (docs/benchmarks.md: 0.06 s lost per submission on 2 cores, 0.22 s won with one
+    worker)."""
+    return use_gpu or workers < (os.cpu_count() or 1)
+
+
 def parse_parameters(pairs: Sequence[str]) -> dict[str, Any]:
     """``KEY=VALUE`` pairs; values read as TOML (``3``, ``true``, ``"data"``), else as text."""
     import tomllib
@@ -599,15 +603,18 @@ def grade(
     per_gpu: int = 1,
     students: Sequence[str] | None = None,
     progress: Progress | None = None,
-    prestart: bool = True,
+    prestart: bool | None = None,
 ) -> GradeReport:
     """Grade every new or changed submission of ``assignment`` and record the results.
 
-    ``prestart``: the local pool's workers start their next kernel while a notebook runs."""
+    ``prestart``: the local pool's workers start their next kernel while a notebook runs;
+    None: when that has a core to run on (see :func:`prestart_pays`)."""
     from .schedule import gpu_slots, run_jobs, warm_up
 
     settings = settings or GradeSettings()
     use_gpu = gpu_slots(gpus, per_gpu) != [()]
+    if prestart is None:
+        prestart = prestart_pays(workers, use_gpu)
     warm = warm_up(backend, workers=workers, scheduler=scheduler, use_gpu=use_gpu)
     try:
         jobs, skipped, warnings, _ = build_jobs(

@@ -14,7 +14,9 @@ Isolation is not weakened:
   assignment, settings and GPU slot) and the kernel is still alive; otherwise it is shut down
   unused and the job starts its own;
 - its imports (``prestart_imports`` in ``[execute]``) are opt-in: importing Keras fixes its
-  backend, so an assignment whose notebooks choose the backend must not list it.
+  backend, so an assignment whose notebooks choose the backend must not list it. They run as
+  the kernel starts (ipykernel's ``exec_lines``), so the kernel answers only once they are
+  done, and nobody has to talk to the spare before its job takes it.
 
 The job copies its submission into the spare kernel's folder before the first cell runs
 (``grade._prepare_workdir``); the sandbox already mounted the released data at ``./data``, so
@@ -54,8 +56,6 @@ class Spare:
     key: Any
     workdir: Path
     km: Any
-    #: The opt-in imports running in the kernel (None: none asked for).
-    imports: asyncio.Task[None] | None = None
 
 
 @dataclasses.dataclass
@@ -100,18 +100,14 @@ async def start_spare(
     try:
         (workdir / ".home").mkdir()
         km, env, key = make(workdir)
-        await km.start_kernel(
-            extra_arguments=list(KERNEL_ARGUMENTS), env=dict(env), cwd=str(workdir)
-        )
+        arguments = [*KERNEL_ARGUMENTS, *import_arguments(imports)]
+        await km.start_kernel(extra_arguments=arguments, env=dict(env), cwd=str(workdir))
     except Exception:
         if km is not None:
             await _shut(km)
         shutil.rmtree(workdir, ignore_errors=True)
         return
-    spare = Spare(key=key, workdir=workdir, km=km)
-    if imports:
-        spare.imports = asyncio.ensure_future(_import(km, imports))
-    _state.spare = spare
+    _state.spare = Spare(key=key, workdir=workdir, km=km)
 
 
 def take(key_for: Callable[[Path], Any]) -> Spare | None:
@@ -131,21 +127,8 @@ def take(key_for: Callable[[Path], Any]) -> Spare | None:
     return spare
 
 
-async def imports_done(spare: Spare, timeout: float) -> None:
-    """Wait (at most ``timeout`` s) for the spare's opt-in imports; a failed or slow import
-    is only lost time: the notebook imports what it needs itself."""
-    if spare.imports is None:
-        return
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(asyncio.shield(spare.imports), timeout)
-    if not spare.imports.done():
-        spare.imports.cancel()
-
-
 def discard(spare: Spare) -> None:
     """Shut a spare kernel down and remove its folder."""
-    if spare.imports is not None and not spare.imports.done():
-        spare.imports.cancel()
     with contextlib.suppress(Exception):
         run(_shut(spare.km))
     shutil.rmtree(spare.workdir, ignore_errors=True)
@@ -173,28 +156,11 @@ async def _shut(km: Any) -> None:
     await shutdown_kernel(km)
 
 
-def import_code(modules: Sequence[str]) -> str:
-    """Code that imports ``modules`` and leaves no name behind in the user's namespace."""
-    names = "".join(f"{m!r}, " for m in modules)
-    return (
-        f"for _autograder_module in ({names}):\n"
-        "    __import__('importlib').import_module(_autograder_module)\n"
-        "del _autograder_module\n"
-    )
-
-
-async def _import(km: Any, modules: Sequence[str]) -> None:
-    kc = km.client()
-    kc.start_channels()
-    try:
-        await kc.wait_for_ready(timeout=120)
-        # silent: no execution count, no history, no output kept anywhere.
-        await kc.execute_interactive(
-            import_code(modules),
-            silent=True,
-            store_history=False,
-            allow_stdin=False,
-            output_hook=lambda msg: None,
-        )
-    finally:
-        kc.stop_channels()
+def import_arguments(modules: Sequence[str]) -> list[str]:
+    """ipykernel options that import ``modules`` as the kernel starts, before it answers its
+    first request (so a client's wait for the kernel covers them), outside the history and
+    leaving no name in the user's namespace (the value ``None`` is not displayed or kept)."""
+    return [
+        f"--IPKernelApp.exec_lines=__import__('importlib').import_module({m!r}) and None"
+        for m in modules
+    ]

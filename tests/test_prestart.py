@@ -8,6 +8,7 @@ than the notebook that ran before it.
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Mapping
@@ -128,7 +129,7 @@ def test_a_spare_kernel_sees_the_released_data_not_the_submitted_one(tmp_path, s
     _submit(course, "alice", look + f"time.sleep({SLEEP_S})\n", fake)
     _submit(course, "bob", look, fake)
 
-    report = grade(course, "tiny", settings=SANDBOX, workers=1)
+    report = grade(course, "tiny", settings=SANDBOX, workers=1, prestart=True)
 
     results = {r.student: r for r in report.graded}
     listing = sorted(p.name for p in course.data("digits").iterdir())
@@ -151,7 +152,7 @@ def test_spares_left_when_the_class_ends_are_shut_down(tmp_path, sandbox_ok):
         _submit(course, student)
     before = _spare_folders()
 
-    report = grade(course, "tiny", settings=SANDBOX, workers=2)
+    report = grade(course, "tiny", settings=SANDBOX, workers=2, prestart=True)
 
     assert sorted(r.score for r in report.graded) == [3.0] * 4
     assert _spare_folders() <= before
@@ -212,7 +213,7 @@ def test_prestart_imports_are_loaded_without_leaving_a_name(tmp_path):
     _submit(course, "alice", look + f"time.sleep({SLEEP_S})\n")
     _submit(course, "bob", look)
 
-    report = grade(course, "tiny", settings=UNSAFE, workers=1)
+    report = grade(course, "tiny", settings=UNSAFE, workers=1, prestart=True)
 
     assert sorted(r.score for r in report.graded) == [3.0, 3.0]
     assert _printed(course, "alice", "MODULES") == "False False []"  # her own, fresh kernel
@@ -234,7 +235,9 @@ def test_prestart_imports_must_be_module_names_and_do_not_change_the_fingerprint
             load_assignment(course, "tiny")
 
 
-@pytest.mark.parametrize(("flag", "expected"), [([], True), (["--no-prestart"], False)])
+@pytest.mark.parametrize(
+    ("flag", "expected"), [([], None), (["--prestart"], True), (["--no-prestart"], False)]
+)
 def test_grade_prestarts_unless_told_not_to(tmp_path, monkeypatch, flag, expected):
     from click.testing import CliRunner
 
@@ -256,3 +259,12 @@ def test_grade_prestarts_unless_told_not_to(tmp_path, monkeypatch, flag, expecte
     assert result.exit_code == 0, result.output
     assert seen["prestart"] is expected
     assert _printed(course, "alice", "AGE")  # graded all the same
+
+
+def test_prestart_by_default_only_where_a_core_or_a_gpu_waits(monkeypatch):
+    from autograder.grade import prestart_pays
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert prestart_pays(1, use_gpu=False)  # the default: one worker per two cores
+    assert not prestart_pays(2, use_gpu=False)  # a worker per core: the spare competes
+    assert prestart_pays(2, use_gpu=True)
