@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 
 SLOW_OPTIONAL = ("rfc3987_syntax",)
 
@@ -21,10 +23,29 @@ def skip_slow_optional_imports() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
-def start_worker(environ: dict[str, str]) -> None:
+def start_worker(environ: dict[str, str], coordinator: int | None = None) -> None:
     """Initializer of a local grading worker: the coordinator's environment as it is now (a
-    worker forks from a fork server started earlier, with the environment of that moment)."""
+    worker forks from a fork server started earlier, with the environment of that moment),
+    and an end when the ``coordinator`` process is gone."""
     skip_slow_optional_imports()
     if os.environ != environ:
         os.environ.clear()
         os.environ.update(environ)
+    if coordinator is not None:
+        threading.Thread(
+            target=_exit_without, args=(coordinator,), name="autograder-orphan", daemon=True
+        ).start()
+
+
+def _exit_without(coordinator: int, every_s: float = 1.0) -> None:
+    """A worker whose coordinator was killed would wait for jobs forever (its pool's queue
+    never closes), holding its kernels: exit instead. Its sandboxed kernels, the running one
+    and a prestarted spare, die with it (bubblewrap's --die-with-parent)."""
+    while True:
+        time.sleep(every_s)
+        try:
+            os.kill(coordinator, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # alive (another user's process now holds the number)
+            pass

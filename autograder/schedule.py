@@ -236,7 +236,7 @@ def _local_pool(
         max_workers=workers,
         mp_context=pool_context(),
         initializer=start_worker,
-        initargs=(dict(os.environ),),
+        initargs=(dict(os.environ), os.getpid()),
     )
     running: dict[cf.Future[SubmissionResult], tuple[tuple[int, ...], GradeJob, int]] = {}
     try:

@@ -74,6 +74,11 @@ def _spare_folders() -> set[str]:
     return {p.name for p in Path(tempfile.gettempdir()).glob("autograder-next-*")}
 
 
+def _spare_processes() -> set[int]:
+    """Processes of spare kernels (their sandbox's command names the spare's folder)."""
+    return {pid for pid, _ in host_processes("autograder-next-")}
+
+
 @pytest.mark.sandbox
 @pytest.mark.parametrize("with_prestart", [True, False])
 def test_the_next_sandboxed_kernel_starts_while_the_notebook_before_it_runs(
@@ -84,7 +89,7 @@ def test_the_next_sandboxed_kernel_starts_while_the_notebook_before_it_runs(
     _submit(course, "alice", nap)
     _submit(course, "bob", nap)
     _submit(course, "carol")
-    before = _spare_folders()
+    before, running = _spare_folders(), _spare_processes()  # others' are not ours
 
     report = grade(course, "tiny", settings=SANDBOX, workers=1, prestart=with_prestart)
 
@@ -100,7 +105,7 @@ def test_the_next_sandboxed_kernel_starts_while_the_notebook_before_it_runs(
     else:
         assert max(ages.values()) < SLEEP_S - 1, ages
     assert _spare_folders() <= before
-    assert host_processes("autograder-next-") == []
+    assert _spare_processes() <= running
 
 
 @pytest.mark.sandbox
@@ -150,13 +155,13 @@ def test_spares_left_when_the_class_ends_are_shut_down(tmp_path, sandbox_ok):
     course = make_tiny_course(tmp_path / "course")
     for student in ("alice", "bob", "carol", "dave"):
         _submit(course, student)
-    before = _spare_folders()
+    before, running = _spare_folders(), _spare_processes()  # others' are not ours
 
     report = grade(course, "tiny", settings=SANDBOX, workers=2, prestart=True)
 
     assert sorted(r.score for r in report.graded) == [3.0] * 4
     assert _spare_folders() <= before
-    assert host_processes("autograder-next-") == []
+    assert _spare_processes() <= running
 
 
 def test_a_spare_serves_only_a_job_with_the_same_kernel_key_and_only_once(tmp_path):
@@ -268,3 +273,38 @@ def test_prestart_by_default_only_where_a_core_or_a_gpu_waits(monkeypatch):
     assert prestart_pays(1, use_gpu=False)  # the default: one worker per two cores
     assert not prestart_pays(2, use_gpu=False)  # a worker per core: the spare competes
     assert prestart_pays(2, use_gpu=True)
+
+
+@pytest.mark.sandbox
+def test_a_killed_grader_leaves_no_worker_kernel_or_spare_behind(tmp_path, sandbox_ok):
+    import subprocess
+    import sys
+    import time
+
+    course = make_tiny_course(tmp_path / "course")
+    for student in ("orphan1", "orphan2", "orphan3"):
+        _submit(course, student, "time.sleep(30)\n")
+    running = _spare_processes()
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "autograder", "--course-dir", str(course.root)]
+    command += ["grade", "tiny", "--workers", "1", "--prestart"]
+    grader = subprocess.Popen(
+        command, env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (_spare_processes() - running):
+            assert grader.poll() is None, "the grader ended before its spare kernel started"
+            time.sleep(0.1)
+        assert host_processes("autograder-orphan1-"), "orphan1's kernel should be running"
+    finally:
+        grader.kill()  # the coordinator only, as the OOM killer or `kill -9 PID` would
+        grader.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        host_processes("autograder-orphan") or _spare_processes() - running
+    ):
+        time.sleep(0.2)
+    assert host_processes("autograder-orphan") == []  # the worker's running kernel
+    assert _spare_processes() <= running  # and the spare it started
