@@ -230,6 +230,9 @@ async def _run(
         interrupt_on_timeout=True,
         error_on_timeout=TIMEOUT_ERROR,
         raise_on_iopub_timeout=False,
+        # A kernel answers once its start-up is done, prestart imports included (TensorFlow
+        # on a busy node can take a while); one that dies is noticed at once all the same.
+        startup_timeout=int(max(60, limits.timeout_cell)),
         iopub_timeout=4,
         shutdown_kernel="immediate",
         kernel_name="python3",
