@@ -42,6 +42,8 @@ from multiprocessing import util
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .execute import shutdown_kernel
+
 T = TypeVar("T")
 
 #: nbclient's default for the kernels it starts: no history file in the working folder.
@@ -104,7 +106,7 @@ async def start_spare(
         await km.start_kernel(extra_arguments=arguments, env=dict(env), cwd=str(workdir))
     except Exception:
         if km is not None:
-            await _shut(km)
+            await shutdown_kernel(km)
         shutil.rmtree(workdir, ignore_errors=True)
         return
     _state.spare = Spare(key=key, workdir=workdir, km=km)
@@ -130,7 +132,7 @@ def take(key_for: Callable[[Path], Any]) -> Spare | None:
 def discard(spare: Spare) -> None:
     """Shut a spare kernel down and remove its folder."""
     with contextlib.suppress(Exception):
-        run(_shut(spare.km))
+        run(shutdown_kernel(spare.km))
     shutil.rmtree(spare.workdir, ignore_errors=True)
 
 
@@ -148,12 +150,6 @@ def close() -> None:
 
 async def _alive(km: Any) -> bool:
     return bool(await km.is_alive())
-
-
-async def _shut(km: Any) -> None:
-    from .execute import shutdown_kernel
-
-    await shutdown_kernel(km)
 
 
 def import_arguments(modules: Sequence[str]) -> list[str]:
