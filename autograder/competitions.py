@@ -1,7 +1,7 @@
 """Kaggle competition formats, as data: columns, row count, allowed labels.
 
 A new competition is a new entry in :data:`COMPETITIONS`, never a new branch in the checker
-(:mod:`autograder.csvcheck` reads only these fields).
+(:mod:`autograder.csvcheck` and :mod:`autograder.csvrules` read only these fields).
 """
 
 from __future__ import annotations
@@ -10,12 +10,16 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING
 
+from .datasizes import DIGIT_CLASSES, DIGITS_TEST_ROWS, FASHION_MNIST_TEST_ROWS
 from .errors import ConfigError
 
 if TYPE_CHECKING:
     from .config import Course
 
-DIGIT_LABELS = tuple(str(i) for i in range(10))
+#: Rows of the test.csv of Kaggle's own digit-recognizer (Kaggle's number, not a split of ours).
+KAGGLE_DIGIT_RECOGNIZER_ROWS = 28_000
+#: Images of the test set of Kaggle's cifar-10 competition.
+KAGGLE_CIFAR10_ROWS = 300_000
 #: Kaggle's cifar-10 labels: the class names, in the order of ``keras.datasets.cifar10``.
 CIFAR10_LABELS = (
     "airplane",
@@ -64,7 +68,7 @@ def _digit_recognizer_like(
         id_column="ImageId",
         label_column="Label",
         rows=rows,
-        labels=DIGIT_LABELS,
+        labels=DIGIT_CLASSES,
         dataset=name,
         description=description,
     )
@@ -76,19 +80,21 @@ COMPETITIONS: dict[str, Competition] = {
         _digit_recognizer_like(
             "digit-recognizer",
             "Kaggle: Digit Recognizer (MNIST)",
-            28_000,
-            "Kaggle's own competition: a digit 0-9 for each of the 28,000 rows of its test.csv",
+            KAGGLE_DIGIT_RECOGNIZER_ROWS,
+            "Kaggle's own competition: a digit 0-9 for each of the "
+            f"{KAGGLE_DIGIT_RECOGNIZER_ROWS:,} rows of its test.csv",
         ),
         _digit_recognizer_like(
             "digits",
             "Workshop digits (the embedded default)",
-            360,
-            "digit-recognizer format on 'autograder data prepare digits' (360 test images)",
+            DIGITS_TEST_ROWS,
+            "digit-recognizer format on 'autograder data prepare digits' "
+            f"({DIGITS_TEST_ROWS:,} test images)",
         ),
         _digit_recognizer_like(
             "fashion-mnist",
             "Workshop Fashion-MNIST",
-            5_000,
+            FASHION_MNIST_TEST_ROWS,
             "digit-recognizer format on 'autograder data prepare fashion-mnist'; "
             "labels are class numbers 0-9",
         ),
@@ -104,10 +110,11 @@ COMPETITIONS: dict[str, Competition] = {
             title="Kaggle: CIFAR-10 - Object Recognition in Images",
             id_column="id",
             label_column="label",
-            rows=300_000,
+            rows=KAGGLE_CIFAR10_ROWS,
             labels=CIFAR10_LABELS,
             dataset=None,
-            description="Kaggle's cifar-10 competition: a class name for each of 300,000 images",
+            description="Kaggle's cifar-10 competition: a class name for each of "
+            f"{KAGGLE_CIFAR10_ROWS:,} images",
         ),
     )
 }

@@ -30,13 +30,19 @@ from pathlib import Path
 import numpy as np
 
 from .config import Course
+from .datasizes import (
+    DIGIT_CLASSES,
+    DIGITS_FRACTIONS,
+    KAGGLE_TRAIN_FRACTIONS,
+    OFFICIAL_TEST_FRACTIONS,
+    class_cuts,
+)
 from .errors import DataError
 
 SPLIT_SEED = 20240521
 #: Fraction of the test labels that make up the public leaderboard, as on Kaggle (25/75).
 PUBLIC_FRACTION = 0.25
 IMAGE_SIDE = 28
-DIGIT_CLASSES = tuple(str(i) for i in range(10))
 FASHION_CLASSES = (
     "T-shirt/top",
     "Trouser",
@@ -86,17 +92,16 @@ def stratified_split(
 ) -> list[np.ndarray]:
     """Split indices into parts of the given fractions, class by class, reproducibly.
 
-    Each part is sorted, so the order of rows follows the order of the source data.
+    Each part is sorted, so the order of rows follows the order of the source data. The
+    sizes of the parts are those of :func:`autograder.datasizes.part_sizes`.
     """
     rng = np.random.Generator(np.random.PCG64(seed))
     parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    bounds = np.cumsum(fractions)
     for cls in np.unique(labels):
         idx = np.flatnonzero(labels == cls)
         idx = idx[rng.permutation(len(idx))]
-        cuts = np.rint(bounds * len(idx)).astype(int)
         start = 0
-        for part, stop in zip(parts, cuts, strict=True):
+        for part, stop in zip(parts, class_cuts(len(idx), fractions), strict=True):
             part.append(idx[start:stop])
             start = stop
     return [np.sort(np.concatenate(p)) for p in parts]
@@ -143,7 +148,7 @@ def load_digits_splits() -> Splits:
         ) from exc
     images = digits_to_mnist_layout(bunch.images)
     labels = bunch.target.astype(np.uint8)
-    train, test, heldout = stratified_split(labels, (0.6, 0.2, 0.2))
+    train, test, heldout = stratified_split(labels, DIGITS_FRACTIONS)
     return Splits(
         train_x=images[train],
         train_y=labels[train],
@@ -181,7 +186,7 @@ def _split_official_test(
     source: str,
 ) -> Splits:
     """Official train set released; the official test set halved into test and held-out."""
-    test, heldout = stratified_split(y, (0.5, 0.5))
+    test, heldout = stratified_split(y, OFFICIAL_TEST_FRACTIONS)
     return Splits(train_x, train_y, x[test], y[test], x[heldout], y[heldout], classes, source)
 
 
@@ -242,7 +247,7 @@ def load_kaggle_digit_recognizer_splits(download_dir: Path | None = None) -> Spl
     train = np.loadtxt(files["train.csv"], delimiter=",", skiprows=1, dtype=np.uint8)
     test = np.loadtxt(files["test.csv"], delimiter=",", skiprows=1, dtype=np.uint8)
     labels, pixels = train[:, 0], train[:, 1:].reshape(-1, IMAGE_SIDE, IMAGE_SIDE)
-    keep, heldout = stratified_split(labels, (0.9, 0.1))
+    keep, heldout = stratified_split(labels, KAGGLE_TRAIN_FRACTIONS)
     return Splits(
         train_x=pixels[keep],
         train_y=labels[keep],

@@ -28,14 +28,13 @@ from .notebooks import nbgrader_meta, read_notebook
 from .pages import (
     Scrubber,
     heat,
-    hidden_test_lines,
     image_uri,
     line_chart,
     plain,
     render,
-    strip_hidden_tests,
     write_page,
 )
+from .release import gradebook_version, hidden_test_lines, strip_hidden_tests, student_version
 from .results import SubmissionResult
 
 #: Characters of one output kept on the page (a runaway print loop must not make it huge).
@@ -74,8 +73,6 @@ class ReleasedSources:
     lines. Built once per ``write_feedback`` (it runs nbgrader's release steps)."""
 
     def __init__(self, course: Course, config: AssignmentConfig) -> None:
-        from .release import gradebook_version, student_version
-
         self.released: dict[str, dict[str, str]] = {}
         self.hidden_cells: dict[str, set[str]] = {}
         lines: list[str] = []

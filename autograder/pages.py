@@ -101,32 +101,6 @@ class Scrubber:
         return text
 
 
-def _split_hidden(source: str) -> tuple[list[str], list[str]]:
-    """The lines of ``source`` outside and inside nbgrader's hidden-test regions (markers in
-    neither)."""
-    kept: list[str] = []
-    hidden: list[str] = []
-    inside = False
-    for line in source.splitlines():
-        if "BEGIN HIDDEN TESTS" in line:
-            inside = True
-        elif "END HIDDEN TESTS" in line:
-            inside = False
-        else:
-            (hidden if inside else kept).append(line)
-    return kept, hidden
-
-
-def hidden_test_lines(source: str) -> list[str]:
-    """The lines between ``BEGIN HIDDEN TESTS`` and ``END HIDDEN TESTS`` (nbgrader's markers)."""
-    return _split_hidden(source)[1]
-
-
-def strip_hidden_tests(source: str) -> str:
-    """``source`` without its hidden-test regions, markers included (as nbgrader releases it)."""
-    return "\n".join(_split_hidden(source)[0])
-
-
 def image_uri(mime: str, data: Any) -> str | None:
     """A ``data:`` URI for a PNG or JPEG output of a notebook, or None when it is not one.
 

@@ -84,6 +84,48 @@ RELEASE_STEPS = (
 )
 
 
+#: nbgrader's markers of a hidden-test region (ClearHiddenTests' default delimiters).
+BEGIN_HIDDEN_TESTS = "BEGIN HIDDEN TESTS"
+END_HIDDEN_TESTS = "END HIDDEN TESTS"
+
+
+def split_hidden_tests(source: str, *, strict: bool = False) -> tuple[str, list[str]]:
+    """``source`` as nbgrader's ClearHiddenTests releases it (every region from a line holding
+    ``BEGIN HIDDEN TESTS`` to one holding ``END HIDDEN TESTS`` removed, the marker lines too),
+    and the lines inside the regions (markers left out).
+
+    nbgrader's own walk, split on newlines only, as nbgrader splits: a marker line anywhere
+    starts or ends a region, and is dropped. ``strict`` raises RuntimeError where nbgrader does
+    (a region opened inside another, or never closed); otherwise an unclosed region runs to the
+    end of the text.
+    """
+    kept: list[str] = []
+    hidden: list[str] = []
+    inside = False
+    for line in source.split("\n"):
+        if BEGIN_HIDDEN_TESTS in line:
+            if inside and strict:
+                raise RuntimeError("Encountered nested begin hidden tests statements")
+            inside = True
+        elif END_HIDDEN_TESTS in line:
+            inside = False
+        else:
+            (hidden if inside else kept).append(line)
+    if inside and strict:
+        raise RuntimeError("No end hidden tests statement found")
+    return "\n".join(kept), hidden
+
+
+def strip_hidden_tests(source: str, *, strict: bool = False) -> str:
+    """``source`` without its hidden-test regions, markers included, exactly as released."""
+    return split_hidden_tests(source, strict=strict)[0]
+
+
+def hidden_test_lines(source: str) -> list[str]:
+    """The lines between ``BEGIN HIDDEN TESTS`` and ``END HIDDEN TESTS`` (nbgrader's markers)."""
+    return split_hidden_tests(source)[1]
+
+
 def run_steps(
     nb: NotebookNode, steps: Sequence[str], *, notebook: str, assignment: str
 ) -> NotebookNode:

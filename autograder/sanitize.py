@@ -19,7 +19,7 @@ from nbformat import NotebookNode
 
 from .errors import InvalidNotebookError
 from .notebooks import clone, nbgrader_meta
-from .release import SourceNotebook
+from .release import SourceNotebook, strip_hidden_tests
 
 #: The kernel every submission runs on, whatever the notebook asks for.
 FORCED_KERNELSPEC = {
@@ -101,16 +101,6 @@ def _set_cell_type(cell: NotebookNode, cell_type: str) -> None:
         cell.pop("execution_count", None)
 
 
-def released_text(source: str) -> str:
-    """A cell's source as students get it: nbgrader's hidden-test regions removed."""
-    from nbformat.v4 import new_code_cell
-    from nbgrader.preprocessors import ClearHiddenTests
-
-    cell = new_code_cell(source)
-    ClearHiddenTests()._remove_hidden_test_region(cell)
-    return str(cell.source)
-
-
 def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
     """nbgrader's OverwriteCells: restore type, flags, points, checksum and locked sources."""
     from nbgrader.utils import compute_checksum
@@ -159,7 +149,8 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
         if source_cell.locked and compute_checksum(cell) != source_cell.checksum:
             # The released copy of a test cell lacks its hidden tests, so it always differs
             # from the gradebook's: only a change to the text the student was given is news.
-            if cell.source.strip() != released_text(source_cell.source).strip():
+            released = strip_hidden_tests(source_cell.source, strict=True)
+            if cell.source.strip() != released.strip():
                 ctx.notes.append(
                     f"read-only cell {grade_id!r} was edited; the original was restored before "
                     "grading"

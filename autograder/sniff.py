@@ -4,7 +4,7 @@ A participant's file may be missing, a folder, a link, a pipe, huge, gzip-compre
 (an Excel ``.xlsx``, a Keras ``.keras``), UTF-16 from Excel or PowerShell, or some other binary.
 Each case gets one plain message, so a report never shows a flood of per-line errors for a file
 that was not text in the first place. Problems are ``(rule, message)`` pairs; the rule names
-are those of :data:`autograder.csvcheck.RULES`.
+are those of :data:`autograder.csvrules.RULES`.
 """
 
 from __future__ import annotations

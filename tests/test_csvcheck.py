@@ -17,9 +17,6 @@ from autograder.cli import cli
 from autograder.competitions import COMPETITIONS, get_competition, resolve_rows
 from autograder.config import Course
 from autograder.csvcheck import (
-    KEEP_PER_RULE,
-    RULES,
-    CsvProblem,
     CsvReport,
     CsvScore,
     InvalidCsvError,
@@ -29,6 +26,7 @@ from autograder.csvcheck import (
     read_predictions,
     score_csv,
 )
+from autograder.csvrules import KEEP_PER_RULE, RULES, CsvProblem
 from autograder.datasets import FASHION_MNIST_DIR, prepare, read_idx, stratified_split
 from autograder.errors import ConfigError, DataError
 

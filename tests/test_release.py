@@ -138,3 +138,50 @@ def test_release_equals_nbgrader_generate_assignment(tmp_path):
 def test_tiny_source_round_trips(tmp_path):
     path = write_nb(tiny_source(), tmp_path / "t.ipynb")
     assert nbformat.read(path, as_version=4).cells[2].metadata.nbgrader.grade_id == "squares"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "assert f(1) == 1\n### BEGIN HIDDEN TESTS\nassert f(2) == 2\n### END HIDDEN TESTS\n",
+        "a = 1\r\n# BEGIN HIDDEN TESTS\r\nb = 2\r\n# END HIDDEN TESTS\r\nc = 3",
+        "x = 1  # BEGIN HIDDEN TESTS inline\ny = 2\nz = 3 # END HIDDEN TESTS\n\n",
+        "### BEGIN HIDDEN TESTS\nfirst\n### END HIDDEN TESTS\nkept\n"
+        "### BEGIN HIDDEN TESTS\nsecond\n### END HIDDEN TESTS",
+        "no markers at all\n",
+        "",
+    ],
+)
+def test_hidden_tests_are_stripped_exactly_as_nbgrader_releases_them(source):
+    from nbformat.v4 import new_code_cell
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    from autograder.release import hidden_test_lines, split_hidden_tests, strip_hidden_tests
+
+    cell = new_code_cell(source)
+    ClearHiddenTests()._remove_hidden_test_region(cell)
+    assert strip_hidden_tests(source, strict=True) == strip_hidden_tests(source) == cell.source
+    kept, hidden = split_hidden_tests(source)
+    assert hidden_test_lines(source) == hidden
+    markers = [line for line in source.split("\n") if "HIDDEN TESTS" in line]
+    # Every line but the markers is either released or hidden, never both, never lost.
+    assert len(kept.split("\n")) + len(hidden) == len(source.split("\n")) - len(markers)
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("# BEGIN HIDDEN TESTS\n# BEGIN HIDDEN TESTS\n# END HIDDEN TESTS", "nested"),
+        ("a\n# BEGIN HIDDEN TESTS\nb", "No end hidden tests"),
+    ],
+)
+def test_a_malformed_hidden_region_fails_as_in_nbgrader(source, error):
+    from nbformat.v4 import new_code_cell
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    from autograder.release import strip_hidden_tests
+
+    with pytest.raises(RuntimeError, match=error):
+        ClearHiddenTests()._remove_hidden_test_region(new_code_cell(source))
+    with pytest.raises(RuntimeError, match=error):
+        strip_hidden_tests(source, strict=True)
