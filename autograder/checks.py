@@ -13,22 +13,24 @@ the notebook changes nothing that is measured here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from .config import AccuracyCheck, AssignmentConfig, CsvCheck
+from .config import AccuracyCheck, AssignmentConfig, CsvCheck, check_notebook_for
+from .csvcheck import InvalidCsvError, check_csv, score_csv
+from .errors import DataError
+from .evaluate import accuracy_item, collect_snippet, evaluate_model
 from .execute import ExecutionOutcome
-from .gradebook import check_notebook_for
+from .job import GradeJob, zero_item
+from .policy import evaluator_wrapper
 from .results import ItemResult
-
-if TYPE_CHECKING:
-    from .grade import GradeJob
 
 OUTBOX = "outbox"
 #: Seconds the evaluator may take (process start, Keras import, load, predict).
@@ -72,8 +74,6 @@ def collect_snippets(config: AssignmentConfig, notebook: str, workdir: Path) -> 
     ]
     if not wanted:
         return []
-    from .evaluate import collect_snippet
-
     history = HISTORY_SNIPPET.replace("__PATH__", repr(str(workdir / OUTBOX / HISTORY_FILE)))
     return [history, *(collect_snippet(c.variable, str(workdir / model_path(c))) for c in wanted)]
 
@@ -98,18 +98,6 @@ def read_history(workdir: Path) -> dict[str, list[float]] | None:
     return history or None
 
 
-def _zero(check: AccuracyCheck | CsvCheck, config: AssignmentConfig, message: str) -> ItemResult:
-    return ItemResult(
-        id=check.id,
-        kind=check.kind,
-        score=0.0,
-        max_score=check.points,
-        passed=False,
-        message=message,
-        notebook=check_notebook_for(check, config),
-    )
-
-
 def _meta(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / "meta.json").read_text()))
 
@@ -125,7 +113,7 @@ def run_checks(
     for check in job.config.checks:
         notebook = check_notebook_for(check, job.config)
         if notebook not in outcomes:
-            items.append(_zero(check, job.config, f"{notebook}.ipynb could not be run"))
+            items.append(zero_item(check, job.config, f"{notebook}.ipynb could not be run"))
             continue
         if isinstance(check, AccuracyCheck):
             items.append(accuracy_check(job, check, workdir, outcomes[notebook]))
@@ -138,13 +126,11 @@ def accuracy_check(
     job: GradeJob, check: AccuracyCheck, workdir: Path, outcome: ExecutionOutcome
 ) -> ItemResult:
     """Evaluate the collected model on the held-out images; compare with the labels here."""
-    from .evaluate import accuracy_item, evaluate_model
-
     if not outcome.collected:
         # The collection step never ran (the kernel died or stopped answering): whatever file
         # sits at the model's path was left there by the notebook and proves nothing.
         why = outcome.message or "the notebook did not run to the end"
-        return _zero(check, job.config, f"the model could not be collected: {why}")
+        return zero_item(check, job.config, f"the model could not be collected: {why}")
 
     heldout = job.heldout[check.dataset]
     meta = _meta(heldout)
@@ -155,9 +141,7 @@ def accuracy_check(
     try:
         wrapper = None
         if job.settings.sandbox:
-            from . import sandbox
-
-            wrapper = sandbox.evaluator_wrapper(
+            wrapper = evaluator_wrapper(
                 job=job, model=model, images=heldout / "heldout-images.npy", scratch=scratch
             )
         result = evaluate_model(
@@ -177,8 +161,6 @@ def accuracy_check(
 
 
 def _with_notebook(item: ItemResult, notebook: str) -> ItemResult:
-    import dataclasses
-
     return dataclasses.replace(item, notebook=notebook)
 
 
@@ -194,22 +176,19 @@ def _invalid_csv_message(check: CsvCheck, report: Any) -> str:
 
 def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> ItemResult:
     """Validate the notebook's CSV for its competition and score it on the held-back labels."""
-    from .csvcheck import InvalidCsvError, check_csv, score_csv
-    from .errors import DataError
-
     heldout = job.heldout[check.dataset]
     meta = _meta(heldout)
     path = (workdir / check.file).resolve()
     if workdir.resolve() not in path.parents:
-        return _zero(check, job.config, f"{check.file} is outside the notebook's folder")
+        return zero_item(check, job.config, f"{check.file} is outside the notebook's folder")
     if not path.exists() and not path.is_symlink():
-        return _zero(
+        return zero_item(
             check,
             job.config,
             f"the notebook did not write {check.file}; run the cell that saves the predictions",
         )
     if path.is_symlink() or not path.is_file():
-        return _zero(check, job.config, f"{check.file} is not a regular file")
+        return zero_item(check, job.config, f"{check.file} is not a regular file")
     # Check and score the grader's copy: nothing the notebook left running can change it.
     copy = out_dir / Path(check.file).name
     shutil.copyfile(path, copy)
@@ -240,9 +219,9 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
     try:
         score = score_csv(report, labels)
     except InvalidCsvError as exc:
-        return _zero(check, job.config, f"{check.file}: {exc}")
+        return zero_item(check, job.config, f"{check.file}: {exc}")
     except DataError as exc:
-        return _zero(
+        return zero_item(
             check,
             job.config,
             f"{check.file} could not be scored: {exc} (a problem of the course's data, not of "

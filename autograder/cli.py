@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
+from .clioptions import Registered, grade_settings, gradebook_option, parse_gpus, with_run_options
 from .config import Course
 from .errors import AutograderError
 from .fastimport import skip_slow_optional_imports
 
 skip_slow_optional_imports()
-
-if TYPE_CHECKING:
-    from .grade import GradeSettings
-    from .results import SubmissionResult
 
 
 class _Group(click.Group):
@@ -59,23 +53,6 @@ def cli(ctx: click.Context, course_dir: Path | None, gradebook_url: str | None) 
     ctx.obj = Course.at(course_dir, gradebook=gradebook_url)
 
 
-def _gradebook_option(func: Callable[..., None]) -> Callable[..., None]:
-    """``--gradebook URL`` after the command too (DESIGN.md lists it with ``grade``)."""
-
-    def override(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
-        if value is not None:
-            ctx.obj = dataclasses.replace(ctx.obj, gradebook=value)
-
-    return click.option(
-        "--gradebook",
-        "gradebook_url",
-        default=None,
-        expose_value=False,
-        callback=override,
-        help="Gradebook database URL (the same as the option before the command).",
-    )(func)
-
-
 def _assignments(course: Course, names: tuple[str, ...]) -> list[str]:
     chosen = list(names) or course.assignments()
     if not chosen:
@@ -110,64 +87,9 @@ def release_cmd(course: Course, assignments: tuple[str, ...], check: bool) -> No
         click.echo("release/ is up to date with source/")
 
 
-def _settings(
-    *,
-    unsafe: bool,
-    timeout_cell: float | None,
-    timeout_total: float | None,
-    memory_limit: str | None,
-    params: tuple[str, ...],
-) -> GradeSettings:
-    from .grade import GradeSettings, parse_parameters
-
-    if memory_limit is not None:
-        from .config import parse_size
-
-        parse_size(memory_limit)
-    if not unsafe:
-        from .sandbox import require_sandbox
-
-        require_sandbox()
-    return GradeSettings(
-        sandbox=not unsafe,
-        timeout_cell=timeout_cell,
-        timeout_total=timeout_total,
-        memory_limit=memory_limit,
-        parameters=parse_parameters(params),
-    )
-
-
-_run_options = [
-    click.option("--timeout-cell", type=float, help="Seconds per cell (default: assignment.toml)."),
-    click.option(
-        "--timeout-total", type=float, help="Seconds per notebook (default: assignment.toml)."
-    ),
-    click.option("--memory-limit", help="Memory per kernel, e.g. 4G (default: assignment.toml)."),
-    click.option(
-        "--param",
-        "params",
-        multiple=True,
-        metavar="KEY=VALUE",
-        help="Notebook parameter injected after the 'parameters' cell (repeatable).",
-    ),
-    click.option(
-        "--unsafe-no-sandbox",
-        "unsafe",
-        is_flag=True,
-        help="Run notebooks without the sandbox. Only for trusted notebooks.",
-    ),
-]
-
-
-def _with_run_options(func: Callable[..., None]) -> Callable[..., None]:
-    for option in reversed(_run_options):
-        func = option(func)
-    return func
-
-
 @cli.command("validate")
 @click.argument("assignment")
-@_with_run_options
+@with_run_options
 @click.pass_obj
 def validate_cmd(
     course: Course,
@@ -181,7 +103,7 @@ def validate_cmd(
     """Grade the instructor solution of ASSIGNMENT; every test and check must pass."""
     from .validate import validate
 
-    settings = _settings(
+    settings = grade_settings(
         unsafe=unsafe,
         timeout_cell=timeout_cell,
         timeout_total=timeout_total,
@@ -203,60 +125,6 @@ def validate_cmd(
     click.echo("  every test and check passes")
 
 
-def _parse_gpus(text: str) -> list[int]:
-    from .schedule import parse_gpus
-
-    return parse_gpus(text)
-
-
-class _ConsoleProgress:
-    """A progress bar (done, failed, running, time left) and one line per finished submission."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.done = self.failed = self.running = 0
-        self.console = Console(stderr=True)
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn(
-                "{task.completed}/{task.total} done, {task.fields[failed]} failed, "
-                "{task.fields[running]} running"
-            ),
-            TimeRemainingColumn(),
-            console=self.console,
-            transient=True,
-        )
-        self.task = self.bar.add_task("grading", total=0, failed=0, running=0)
-
-    def __enter__(self) -> _ConsoleProgress:
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.bar.stop()
-
-    def planned(self, total: int, skipped: int) -> None:
-        self.bar.update(self.task, total=total)
-
-    def started(self, student: str) -> None:
-        self.running += 1
-        self.bar.update(self.task, running=self.running)
-
-    def finished(self, result: SubmissionResult) -> None:
-        self.done += 1
-        self.running = max(0, self.running - 1)
-        self.failed += result.status != "graded"
-        self.bar.update(self.task, completed=self.done, failed=self.failed, running=self.running)
-        click.echo(
-            f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
-            f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.device:<7} "
-            f"{result.message}"
-        )
-
-
 @cli.command("grade")
 @click.argument("assignment")
 @click.option(
@@ -276,9 +144,13 @@ class _ConsoleProgress:
     show_default=True,
     help="GPUs to use: a list like 0,1, 'all' or 'none'.",
 )
-@click.option("--per-gpu", type=int, default=1, show_default=True, help="Kernels sharing each GPU.")
+@click.option("--per-gpu", type=int, default=None, help="Kernels sharing each GPU (default: 1).")
 @click.option(
-    "--backend", default="local", show_default=True, help="local (process pool), inline or dask."
+    "--backend",
+    type=Registered("autograder.schedule", "BACKENDS", "get_backend"),
+    default="local",
+    show_default=True,
+    help="local (process pool), inline or dask.",
 )
 @click.option("--scheduler", help="Dask scheduler address (with --backend dask).")
 @click.option(
@@ -291,8 +163,8 @@ class _ConsoleProgress:
     help="Start each worker's next kernel while the current notebook runs (local backend; "
     "default: on when there are more CPU cores than workers, or GPUs).",
 )
-@_with_run_options
-@_gradebook_option
+@with_run_options
+@gradebook_option
 @click.pass_obj
 def grade_cmd(
     course: Course,
@@ -300,7 +172,7 @@ def grade_cmd(
     submissions: Path | None,
     workers: int | None,
     gpus: str,
-    per_gpu: int,
+    per_gpu: int | None,
     backend: str,
     scheduler: str | None,
     force: bool,
@@ -313,21 +185,20 @@ def grade_cmd(
     unsafe: bool,
 ) -> None:
     """Grade every new or changed submission of ASSIGNMENT and record it in the gradebook."""
+    from .console import ConsoleProgress
     from .grade import grade
     from .schedule import default_workers
 
-    settings = _settings(
+    settings = grade_settings(
         unsafe=unsafe,
         timeout_cell=timeout_cell,
         timeout_total=timeout_total,
         memory_limit=memory_limit,
         params=params,
     )
-    gpu_list = _parse_gpus(gpus)
-    n_workers = workers or default_workers(gpu_list, per_gpu)
-
-    click.echo(f"grading {assignment} with {n_workers} worker(s)")
-    watcher = _ConsoleProgress()
+    gpu_list = parse_gpus(gpus)
+    n_workers = workers if workers is not None else default_workers(gpu_list, per_gpu)
+    watcher = ConsoleProgress(header=f"grading {assignment} with {n_workers} worker(s)")
     try:
         with watcher:
             report = grade(
@@ -336,7 +207,7 @@ def grade_cmd(
                 submissions=submissions,
                 settings=settings,
                 force=force,
-                workers=n_workers,
+                workers=workers,
                 backend=backend,
                 scheduler=scheduler,
                 gpus=gpu_list,
@@ -373,14 +244,14 @@ def grade_cmd(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a CSV with nbgrader's export columns (then status and per-item scores).",
 )
-@_gradebook_option
+@gradebook_option
 @click.pass_obj
 def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path | None) -> None:
     """Show the recorded results of ASSIGNMENT."""
     import json
 
-    from .gradebook import load_results
-    from .results import results_table, write_csv
+    from .console import results_table
+    from .gradebook import load_results, write_csv
 
     results = load_results(course.gradebook_url, assignment)
     if as_json:
@@ -399,7 +270,7 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
 @click.argument("assignment")
 @click.option("--student", "students", multiple=True, help="Only this student (repeatable).")
 @click.option("--final", is_flag=True, help="Show the CSV's private score too (after the end).")
-@_gradebook_option
+@gradebook_option
 @click.pass_obj
 def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], final: bool) -> None:
     """Write feedback/<student>/ASSIGNMENT/index.html, one self-contained page per student."""
@@ -419,7 +290,7 @@ def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], fin
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the page (default: <course>/leaderboard.html).",
 )
-@_gradebook_option
+@gradebook_option
 @click.pass_obj
 def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path | None) -> None:
     """Write the class leaderboard of ASSIGNMENT (public scores; --final: private)."""
@@ -433,6 +304,7 @@ def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path |
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
     "--competition",
+    type=Registered("autograder.competitions", "COMPETITIONS", "get_competition"),
     default="digit-recognizer",
     show_default=True,
     help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10.",
@@ -484,9 +356,10 @@ def check_csv_cmd(
 @click.option("--unsafe-no-sandbox", "unsafe", is_flag=True, help="Run without the sandbox.")
 def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
     """The whole loop on the embedded digits: prepare, release, submit, grade, report."""
+    from .console import ConsoleProgress
     from .demo import run_demo
 
-    with _ConsoleProgress() as watcher:
+    with ConsoleProgress() as watcher:
         run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo, progress=watcher)
 
 

@@ -205,6 +205,12 @@ class AssignmentConfig:
         return sum(check.points for check in self.checks)
 
 
+def check_notebook_for(check: AccuracyCheck | CsvCheck, config: AssignmentConfig) -> str:
+    """The notebook a check belongs to: its own ``notebook``, else the assignment's first."""
+    notebook = getattr(check, "notebook", "") or ""
+    return notebook or config.notebooks[0]
+
+
 T = TypeVar("T")
 
 

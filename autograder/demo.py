@@ -19,7 +19,8 @@ from nbformat.v4 import new_code_cell
 
 from .config import Course
 from .errors import ConfigError
-from .grade import GradeSettings, Progress, grade
+from .grade import Progress, grade
+from .job import GradeSettings
 
 ASSIGNMENT = "mnist-kaggle"
 #: A file in the demo folder saying it holds a demo course (so it may be replaced).
@@ -87,11 +88,11 @@ def run_demo(
     progress: Progress | None = None,
 ) -> Course:
     """Build a demo course in ``folder``, grade its class, and report; returns the course."""
+    from .console import results_table
     from .datasets import prepare
     from .feedback import write_feedback
     from .leaderboard import write_leaderboard
     from .release import release
-    from .results import results_table
     from .schedule import default_workers
 
     if not (REPO_SOURCE / ASSIGNMENT).is_dir():
@@ -100,7 +101,7 @@ def run_demo(
             "checkout of the repository (make demo)"
         )
     if sandbox:
-        from .sandbox import require_sandbox
+        from .probe import require_sandbox
 
         require_sandbox()
     folder = folder.resolve()

@@ -5,10 +5,15 @@ installed, an optional extra that Jupyter's event system pulls in; it builds a g
 import time, about 1.6 s of every ``autograder`` command and of every grading worker
 (``docs/benchmarks.md``). Notebook validation uses no IRI formats, so the grader's own
 processes (the CLI and its workers, never a library user's) mark it absent.
+
+The grading workers' own start: the fork server they fork from, with the grading code
+imported ahead (``autograder.workerboot``), and what each worker does as it starts.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.context
 import os
 import sys
 import threading
@@ -49,3 +54,26 @@ def _exit_without(coordinator: int, every_s: float = 1.0) -> None:
             os._exit(1)
         except PermissionError:  # alive (another user's process now holds the number)
             pass
+
+
+#: Modules the local pool's fork server imports once, before any worker forks from it.
+WORKER_PRELOAD = ["autograder.workerboot"]
+
+
+def pool_context(*, with_dask: bool = False) -> multiprocessing.context.BaseContext:
+    """The start method of grading worker processes: 'forkserver', preloaded with the grading
+    code (and Dask's worker, ``with_dask``). Workers start clean (forked from a fresh
+    interpreter, with no copy of the coordinator's database handles or threads) and fast
+    (nbgrader and nbclient already imported). The fork server is one per process: the
+    preload of the first start stays."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload((["distributed"] if with_dask else []) + WORKER_PRELOAD)
+    return ctx
+
+
+def start_fork_server(*, with_dask: bool = False) -> None:
+    """Start the fork server now; it imports its preload in the background."""
+    pool_context(with_dask=with_dask)
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()

@@ -10,17 +10,18 @@ changed one. A submission's grades and its result row are committed in one trans
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import AccuracyCheck, AssignmentConfig, CsvCheck
+from .config import AssignmentConfig, Course, check_notebook_for
 from .errors import ConfigError
 from .release import SourceNotebook
 from .results import SubmissionResult
@@ -59,12 +60,6 @@ def open_gradebook(url: str) -> Iterator[Any]:
             gb.db.execute(text(_RESULTS_TABLE))
             gb.db.commit()
             yield gb
-
-
-def check_notebook_for(check: AccuracyCheck | CsvCheck, config: AssignmentConfig) -> str:
-    """The notebook a check's grade belongs to in the gradebook."""
-    notebook = getattr(check, "notebook", "") or ""
-    return notebook or config.notebooks[0]
 
 
 def register_assignment(
@@ -227,6 +222,12 @@ def load_results(url: str, assignment: str) -> list[SubmissionResult]:
     return [SubmissionResult.from_record(json.loads(row[0])) for row in rows]
 
 
+def results(course: Course, assignment: str) -> list[SubmissionResult]:
+    """Every recorded result of ``assignment`` in ``course``'s gradebook, by student name
+    (what ``autograder results --json`` prints, one :class:`SubmissionResult` each)."""
+    return load_results(course.gradebook_url, assignment)
+
+
 def nbgrader_totals(url: str, assignment: str) -> dict[str, float]:
     """Each student's total as nbgrader itself computes it (what ``nbgrader export`` shows)."""
     with open_gradebook(url) as gb:
@@ -283,3 +284,30 @@ def export_rows(url: str, assignment: str) -> list[dict[str, str]]:
                 )
             rows.append({k: "" if v is None else str(v) for k, v in row.items()})
     return rows
+
+
+def write_csv(results: Sequence[SubmissionResult], path: Path, *, course: Course) -> None:
+    """CSV with nbgrader's export columns (from the gradebook, so totals agree with
+    ``nbgrader export``), then status, message and one score column per item."""
+    assignment = results[0].assignment if results else ""
+    by_student = {r.student: r for r in results}
+    item_ids: list[str] = []
+    for result in results:
+        for item in result.items:
+            if item.id not in item_ids:
+                item_ids.append(item.id)
+    rows = export_rows(course.gradebook_url, assignment) if assignment else []
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow([*NBGRADER_EXPORT_COLUMNS, "status", "message", *item_ids])
+        for row in rows:
+            found = by_student.get(row["student_id"])
+            scores = {i.id: f"{i.score:g}" for i in found.items} if found else {}
+            writer.writerow(
+                [
+                    *(row[c] for c in NBGRADER_EXPORT_COLUMNS),
+                    found.status if found else "missing",
+                    found.message if found else "no submission recorded",
+                    *(scores.get(i, "") for i in item_ids),
+                ]
+            )

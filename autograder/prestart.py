@@ -19,7 +19,7 @@ Isolation is not weakened:
   done, and nobody has to talk to the spare before its job takes it.
 
 The job copies its submission into the spare kernel's folder before the first cell runs
-(``grade._prepare_workdir``); the sandbox already mounted the released data at ``./data``, so
+(``pipeline.prepare``); the sandbox already mounted the released data at ``./data``, so
 that folder is left alone (bwrap made the mount point in the host folder; removing it there
 would detach the data inside the sandbox).
 

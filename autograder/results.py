@@ -1,7 +1,8 @@
 """The plain, picklable result of grading one submission.
 
 A worker returns a :class:`SubmissionResult`; only the coordinator writes it to the gradebook.
-``to_json`` is the contract of ``autograder results --json`` (see DESIGN.md).
+``to_json`` is the contract of ``autograder results --json`` (see DESIGN.md). Data only: the
+terminal table is :mod:`autograder.console`'s, the CSV export :mod:`autograder.gradebook`'s.
 """
 
 from __future__ import annotations
@@ -127,64 +128,3 @@ class SubmissionResult:
     def with_items(self, items: Sequence[ItemResult], **changes: Any) -> SubmissionResult:
         """A copy with other items (and any other field changed)."""
         return dataclasses.replace(self, items=tuple(items), **changes)
-
-
-def results_table(results: Sequence[SubmissionResult]) -> None:
-    """Print a table of results (one row per submission, failed items named) to the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"{results[0].assignment}: {len(results)} submission(s)" if results else "")
-    for column, justify in (
-        ("student", "left"),
-        ("status", "left"),
-        ("score", "right"),
-        ("lost points on", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for result in results:
-        failed = [i for i in result.items if i.score < i.max_score]
-        # Items that failed for the submission's own reason are named, not repeated.
-        same = [i.id for i in failed if result.message and i.message == result.message]
-        lost = [f"{i.id}: {i.message}" for i in failed if i.id not in same]
-        if same:
-            lost.insert(0, f"{', '.join(same)}: see the status")
-        status = result.status if not result.message else f"{result.status}\n{result.message}"
-        table.add_row(
-            result.student,
-            status,
-            f"{result.score:g} / {result.max_score:g}",
-            "\n".join(lost) or "-",
-        )
-    Console(width=160).print(table)
-
-
-def write_csv(results: Sequence[SubmissionResult], path: Any, *, course: Any) -> None:
-    """CSV with nbgrader's export columns (from the gradebook, so totals agree with
-    ``nbgrader export``), then status, message and one score column per item."""
-    import csv
-
-    from .gradebook import NBGRADER_EXPORT_COLUMNS, export_rows
-
-    assignment = results[0].assignment if results else ""
-    by_student = {r.student: r for r in results}
-    item_ids: list[str] = []
-    for result in results:
-        for item in result.items:
-            if item.id not in item_ids:
-                item_ids.append(item.id)
-    rows = export_rows(course.gradebook_url, assignment) if assignment else []
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow([*NBGRADER_EXPORT_COLUMNS, "status", "message", *item_ids])
-        for row in rows:
-            found = by_student.get(row["student_id"])
-            scores = {i.id: f"{i.score:g}" for i in found.items} if found else {}
-            writer.writerow(
-                [
-                    *(row[c] for c in NBGRADER_EXPORT_COLUMNS),
-                    found.status if found else "missing",
-                    found.message if found else "no submission recorded",
-                    *(scores.get(i, "") for i in item_ids),
-                ]
-            )

@@ -27,6 +27,9 @@ Limits: processes (RLIMIT_NPROC), CPU seconds and file size per process, and mem
 RLIMIT_DATA per process (TensorFlow runs under it; RLIMIT_AS breaks it) plus a watchdog that
 kills the whole sandbox when its processes together hold more than the limit in anonymous and
 shared memory (which RLIMIT_DATA does not see). See docs/benchmarks.md for the measurements.
+
+This module is the mechanism only: what a grading job's processes get is
+:mod:`autograder.policy`, and whether sandboxes work here at all is :mod:`autograder.probe`.
 """
 
 from __future__ import annotations
@@ -41,9 +44,8 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from .errors import SandboxUnavailableError
 from .limits import (
@@ -138,15 +140,6 @@ class SandboxPolicy:
     own_user: bool = True
     #: Size of the private /tmp (and HOME in it); /dev/shm gets a quarter of it.
     tmp_bytes: int = 512 * 2**20
-
-
-@dataclasses.dataclass(frozen=True)
-class SandboxStatus:
-    """Whether sandboxes work on this machine; ``fix`` says what to do when they do not."""
-
-    ok: bool
-    reason: str
-    fix: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,132 +320,6 @@ def _run(
             timed_out=timed_out,
             memory_exceeded=watch.exceeded,
         )
-
-
-# --- grading jobs -----------------------------------------------------------------------
-
-
-def job_policy(*, job: Any, workdir: Path) -> SandboxPolicy:
-    """The sandbox of one grading job (grade.GradeJob): its memory and process limits, its
-    GPUs, its released data read-only at ./data."""
-    from .config import parse_size
-
-    memory = job.settings.limits(job.config).memory_limit_text
-    binds = ((Path(job.data_dir), Path(workdir) / "data"),) if job.data_dir else ()
-    return SandboxPolicy(
-        workdir=Path(workdir),
-        readonly_binds=binds,
-        memory_bytes=parse_size(memory) if memory else None,
-        max_processes=job.config.execute.max_processes,
-        file_size_bytes=DEFAULT_FILE_SIZE_BYTES,
-        gpus=tuple(job.gpus),
-    )
-
-
-def kernel_factory_for(*, job: Any, workdir: Path) -> Callable[..., Any]:
-    """execute.KernelFactory for one grading job: SandboxedKernelManagers under job_policy."""
-    from .kernel import kernel_factory
-
-    return kernel_factory(policy=job_policy(job=job, workdir=workdir))
-
-
-def evaluator_wrapper(
-    *, job: Any, model: Path, images: Path, scratch: Path
-) -> Callable[..., list[str]]:
-    """Wraps the model evaluator's command in the job's sandbox.
-
-    Inside: ``scratch`` writable (the working folder), ``model`` and ``images`` read-only at
-    the same paths, and the ``autograder`` package importable. ``wrapper(argv, env=...)``
-    returns the command; the sandbox starts from a clean environment, so the evaluator's
-    variables go in ``env`` (the environment of the Popen is not passed on).
-    """
-    package = Path(__file__).resolve().parent
-    base = dataclasses.replace(
-        job_policy(job=job, workdir=scratch),
-        readonly_binds=((model, model), (images, images), (package, package)),
-    )
-
-    def wrap(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
-        extra = {**(env or {}), "PYTHONPATH": str(package.parent)}
-        return sandboxed_command(argv, dataclasses.replace(base, env={**base.env, **extra}))
-
-    return wrap
-
-
-# --- availability -----------------------------------------------------------------------
-
-
-def probe() -> SandboxStatus:
-    """Whether sandboxes work here: bwrap installed, user namespaces allowed, Python visible."""
-    missing = [t for t in ("bwrap", "prlimit") if shutil.which(t, path=TOOL_PATH) is None]
-    if os.geteuid() == 0:
-        missing += [t for t in ("setpriv", "unshare") if shutil.which(t, path=TOOL_PATH) is None]
-    if "bwrap" in missing:
-        return SandboxStatus(
-            False,
-            "bubblewrap (bwrap) is not installed",
-            "install it: apt-get install bubblewrap (Debian/Ubuntu) or dnf install bubblewrap",
-        )
-    if missing:
-        return SandboxStatus(
-            False,
-            f"{', '.join(missing)} not found",
-            "install util-linux (apt-get install util-linux)",
-        )
-    try:
-        with tempfile.TemporaryDirectory(prefix="autograder-probe-") as tmp:
-            result = run_sandboxed(
-                [sys.executable, "-I", "-S", "-c", "pass"],
-                policy=SandboxPolicy(workdir=Path(tmp), max_processes=64),
-                timeout=30,
-            )
-    except (OSError, SandboxUnavailableError) as exc:
-        return SandboxStatus(False, f"the sandbox could not be set up: {exc}", _userns_fix())
-    if result.returncode == 0:
-        who = identity(DEFAULT_USER)
-        as_user = f" as uid {who.uid}" if who.drop else ""
-        return SandboxStatus(True, f"bubblewrap works{as_user}")
-    detail = result.stderr.decode("utf-8", "replace").strip().splitlines()
-    reason = detail[-1] if detail else f"exit status {result.returncode}"
-    return SandboxStatus(False, f"bwrap failed: {reason}", _userns_fix())
-
-
-@functools.lru_cache(maxsize=1)
-def _cached_probe() -> SandboxStatus:
-    return probe()
-
-
-def require_sandbox() -> None:
-    """Raise SandboxUnavailableError, saying how to fix it, unless sandboxes work here."""
-    status = _cached_probe()
-    if not status.ok:
-        raise SandboxUnavailableError(
-            f"the sandbox for untrusted notebooks is not available: {status.reason}; "
-            f"{status.fix}; or, for trusted notebooks only, pass --unsafe-no-sandbox"
-        )
-
-
-def _userns_fix() -> str:
-    def read(name: str) -> str | None:
-        try:
-            return Path("/proc/sys", name).read_text().strip()
-        except OSError:
-            return None
-
-    if read("kernel/unprivileged_userns_clone") == "0":
-        return "enable user namespaces: sysctl -w kernel.unprivileged_userns_clone=1"
-    if read("user/max_user_namespaces") == "0":
-        return "enable user namespaces: sysctl -w user.max_user_namespaces=15000"
-    if read("kernel/apparmor_restrict_unprivileged_userns") == "1":
-        return (
-            "AppArmor blocks user namespaces: sysctl -w "
-            "kernel.apparmor_restrict_unprivileged_userns=0, or add an AppArmor profile "
-            "for /usr/bin/bwrap that allows userns"
-        )
-    return (
-        "make sure unprivileged user namespaces work (try: unshare --user true) and, in a "
-        "container, that it may create namespaces (e.g. docker --security-opt seccomp=unconfined)"
-    )
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import release
 from .config import Course, load_assignment
-from .datasets import folder_name, heldout_meta
-from .grade import GradeJob, GradeSettings, grade_submission
+from .job import GradeSettings, new_job, require_data
+from .pipeline import grade_submission
+from .probe import require_sandbox
+from .release import source_index
 from .results import SubmissionResult
 
 INSTRUCTOR = "instructor-solution"
@@ -38,26 +39,28 @@ class ValidateReport:
 def validate(
     course: Course, assignment: str, *, settings: GradeSettings | None = None
 ) -> ValidateReport:
-    """Grade the source notebooks of ``assignment`` and report every item that fails."""
+    """Grade the source notebooks of ``assignment`` and report every item that fails.
+
+    Refuses, as ``grade`` does, when the sandbox does not work here (unless
+    ``settings.sandbox`` is off)."""
     settings = settings or GradeSettings()
+    if settings.sandbox:
+        require_sandbox()
     config = load_assignment(course, assignment)
-    index = release.source_index(course, config)
-    for dataset in {c.dataset for c in config.checks} | ({config.dataset} - {""}):
-        heldout_meta(course, dataset)  # says how to prepare it when missing
+    index = source_index(course, config)
+    require_data(course, config)
     scratch = Path(tempfile.mkdtemp(prefix="autograder-validate-"))
     try:
         submission = scratch / "submission"
         shutil.copytree(course.source(assignment), submission)
         (submission / "assignment.toml").unlink(missing_ok=True)
-        job = GradeJob(
+        job = new_job(
+            course,
+            config,
+            index,
             student=INSTRUCTOR,
-            config=config,
             submission=submission,
             autograded=scratch / "autograded" / assignment,
-            source=index,
-            assignment_files=course.release(assignment),
-            data_dir=course.data(folder_name(config.dataset)) if config.dataset else None,
-            heldout={c.dataset: course.heldout(folder_name(c.dataset)) for c in config.checks},
             fingerprint="",
             settings=settings,
         )

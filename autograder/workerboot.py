@@ -20,4 +20,4 @@ import nbclient  # noqa: E402, F401
 import nbgrader.preprocessors  # noqa: E402
 import nbgrader.utils  # noqa: E402, F401
 
-from . import checks, csvcheck, evaluate, execute, grade, kernel, sandbox  # noqa: E402, F401
+from . import checks, csvcheck, evaluate, execute, kernel, pipeline, policy, sandbox  # noqa: E402, F401

@@ -164,15 +164,30 @@ def copy_fixture(name: str, dest: Path) -> Path:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the gpu tests on machines without a CUDA device, saying so."""
+    """Skip the gpu tests on machines without a CUDA device, and the sandbox tests where
+    bubblewrap or user namespaces do not work, each with the reason."""
     from autograder.schedule import detect_gpus
 
-    if detect_gpus():
-        return
-    skip = pytest.mark.skip(reason="no CUDA device on this machine")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    if not detect_gpus():
+        skip = pytest.mark.skip(reason="no CUDA device on this machine")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+    sandboxed = [item for item in items if item.get_closest_marker("sandbox") is not None]
+    if sandboxed:
+        status = sandbox_status()
+        if not status.ok:
+            skip = pytest.mark.skip(reason=f"no sandbox here: {status.reason} ({status.fix})")
+            for item in sandboxed:
+                item.add_marker(skip)
+
+
+def sandbox_status():
+    """The probe's SandboxStatus(ok, reason, fix): whether bubblewrap and user namespaces work
+    here (for the hook above and the benchmarks)."""
+    from autograder.probe import probe
+
+    return probe()
 
 
 def host_processes(marker: str) -> list[tuple[int, str]]:

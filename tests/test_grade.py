@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -331,11 +332,11 @@ def test_a_grader_killed_mid_class_loses_nothing_and_regrades_nothing(tiny_cours
 
 
 def test_grading_without_a_sandbox_is_refused_unless_asked(tiny_course, submit, monkeypatch):
-    from autograder import sandbox
+    from autograder import probe
 
     submit("alice", complete(tiny_course))
-    monkeypatch.setattr(sandbox, "TOOL_PATH", "/nonexistent")  # as if bwrap were not installed
-    monkeypatch.setattr(sandbox, "_cached_probe", sandbox.probe)
+    monkeypatch.setattr(probe, "TOOL_PATH", "/nonexistent")  # as if bwrap were not installed
+    monkeypatch.setattr(probe, "_cached_probe", probe.probe)
     runner = CliRunner()
     out = runner.invoke(cli, ["--course-dir", str(tiny_course.root), "grade", "tiny"])
     assert out.exit_code == 2
@@ -368,3 +369,74 @@ def test_gradebook_option_after_the_command(tiny_course, submit, tmp_path):
     assert [(r["student"], r["score"]) for r in json.loads(shown.stdout)] == [("alice", 3.0)]
     same = runner.invoke(cli, [*base, "--gradebook", url, "results", "tiny", "--json"])
     assert same.stdout == shown.stdout
+
+
+def _no_sandbox_here(monkeypatch):
+    from autograder import probe
+
+    monkeypatch.setattr(probe, "TOOL_PATH", "/nonexistent")  # as if bwrap were not installed
+    monkeypatch.setattr(probe, "_cached_probe", probe.probe)
+
+
+def test_the_library_refuses_to_grade_without_a_sandbox_as_the_cli_does(
+    tiny_course, submit, monkeypatch
+):
+    import autograder
+    from autograder.errors import SandboxUnavailableError
+
+    submit("alice", complete(tiny_course))
+    _no_sandbox_here(monkeypatch)
+    for call in (
+        lambda: autograder.grade(tiny_course, "tiny", backend="inline"),
+        lambda: autograder.validate(tiny_course, "tiny"),
+    ):
+        with pytest.raises(SandboxUnavailableError) as info:
+            call()
+        assert "bubblewrap (bwrap) is not installed" in info.value.message
+        assert info.value.message.endswith("pass --unsafe-no-sandbox")
+    assert not (tiny_course.root / "gradebook.db").exists()  # no sandbox-error per student
+    assert not tiny_course.autograded("alice", "tiny").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--backend", "dusk"],
+            "error: no backend named 'dusk'; choose one of inline, local, dask",
+        ),
+        (["--workers", "0"], "error: --workers must be at least 1, got 0"),
+        (["--per-gpu", "0"], "error: --per-gpu must be at least 1, got 0"),
+    ],
+)
+def test_a_typo_in_the_grading_options_is_refused_before_the_gradebook_is_touched(
+    tiny_course, submit, options, message
+):
+    submit("alice", complete(tiny_course))
+    base = ["--course-dir", str(tiny_course.root), "grade", "tiny", "--unsafe-no-sandbox"]
+    out = CliRunner().invoke(cli, [*base, *options])
+    assert (out.exit_code, out.stderr) == (2, message + "\n")
+    assert not (tiny_course.root / "gradebook.db").exists()
+
+
+def test_the_library_picks_the_worker_count_the_cli_shows(tiny_course, submit, monkeypatch):
+    import autograder
+    from autograder import schedule
+
+    seen = {}
+    real = schedule.run_jobs
+
+    def spy(jobs, **kwargs):
+        seen.update(kwargs)
+        return real(jobs, **kwargs)
+
+    monkeypatch.setattr(sys.modules["autograder.grade"], "run_jobs", spy)
+    submit("alice", complete(tiny_course))
+    report = autograder.grade(tiny_course, "tiny", settings=UNSAFE, backend="inline")
+    assert [r.score for r in report.graded] == [3.0]
+    assert (seen["workers"], seen["per_gpu"]) == (schedule.default_workers(()), 1)
+    shown = CliRunner().invoke(
+        cli, ["--course-dir", str(tiny_course.root), "grade", "tiny", "--unsafe-no-sandbox",
+              "--backend", "inline", "--force"],
+    )  # fmt: skip
+    assert f"grading tiny with {schedule.default_workers(())} worker(s)" in shown.stdout

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from autograder.config import Course
 from autograder.execute import TRUNCATED
 from autograder.grade import GradeSettings, grade
 from autograder.results import SubmissionResult
-from autograder.sandbox import probe
 
 pytestmark = pytest.mark.sandbox
 
@@ -287,12 +285,10 @@ def _submissions(course: Course, port: int) -> dict[str, NotebookNode | bytes]:
     return subs
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
-    status = probe()
-    if not status.ok:
-        pytest.skip(f"no sandbox here: {status.reason} ({status.fix})")
-    course = make_tiny_course(tmp_path_factory.mktemp("hostile") / "course")
+def grade_hostile_class(root: Path) -> Batch:
+    """Build the hostile class in a new course at ``root`` and grade it once, with the sandbox
+    on and two workers (the tests here and bench/bench_hostile.py)."""
+    course = make_tiny_course(root)
     heldout = course.root / ".autograder" / "heldout" / "digits"
     heldout.mkdir(parents=True)
     (heldout / "labels.csv").write_text("ImageId,Label\n1,7\n")
@@ -331,7 +327,7 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
                 break
     finally:
         server.close()
-    yield Batch(
+    return Batch(
         course=course,
         results={r.student: r for r in report.graded},
         seconds=seconds,
@@ -339,6 +335,11 @@ def batch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Batch]:
         connections=connections,
         leftovers_at_end=leftovers,
     )
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> Batch:
+    return grade_hostile_class(tmp_path_factory.mktemp("hostile") / "course")
 
 
 def _autograded(batch: Batch, student: str) -> NotebookNode:
@@ -580,9 +581,10 @@ def test_an_nbformat_3_notebook_is_converted_and_graded(batch: Batch) -> None:
     _graded_in_full(batch.results["v3"])
 
 
-def test_the_whole_hostile_class_takes_under_three_minutes(batch: Batch) -> None:
+@pytest.mark.slow
+def test_every_submission_of_the_whole_hostile_class_has_a_result(batch: Batch) -> None:
+    # Its wall time (target: under three minutes on 2 cores) is bench/bench_hostile.py's.
     assert len(batch.results) == 34
-    assert batch.seconds < 180, f"the hostile class took {batch.seconds:.0f} s"
 
 
 def test_a_benign_notebook_scores_the_same_inside_and_outside_the_sandbox(
