@@ -18,9 +18,16 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
 from .config import Course
+from .console import results_table
+from .datasets import prepare
 from .errors import ConfigError
+from .feedback import write_feedback
 from .grade import Progress, grade
 from .job import GradeSettings
+from .leaderboard import write_leaderboard
+from .probe import require_sandbox
+from .release import release
+from .schedule import default_workers
 
 ASSIGNMENT = "mnist-kaggle"
 #: A file in the demo folder saying it holds a demo course (so it may be replaced).
@@ -88,21 +95,12 @@ def run_demo(
     progress: Progress | None = None,
 ) -> Course:
     """Build a demo course in ``folder``, grade its class, and report; returns the course."""
-    from .console import results_table
-    from .datasets import prepare
-    from .feedback import write_feedback
-    from .leaderboard import write_leaderboard
-    from .release import release
-    from .schedule import default_workers
-
     if not (REPO_SOURCE / ASSIGNMENT).is_dir():
         raise ConfigError(
             f"the demo grades {REPO_SOURCE / ASSIGNMENT}, which is missing; run the demo from a "
             "checkout of the repository (make demo)"
         )
     if sandbox:
-        from .probe import require_sandbox
-
         require_sandbox()
     folder = folder.resolve()
     _fresh_folder(folder)
