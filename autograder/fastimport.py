@@ -12,12 +12,14 @@ imported ahead (``autograder.workerboot``), and what each worker does as it star
 
 from __future__ import annotations
 
-import multiprocessing
-import multiprocessing.context
 import os
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import multiprocessing.context
 
 SLOW_OPTIONAL = ("rfc3987_syntax",)
 
@@ -66,6 +68,9 @@ def pool_context(*, with_dask: bool = False) -> multiprocessing.context.BaseCont
     interpreter, with no copy of the coordinator's database handles or threads) and fast
     (nbgrader and nbclient already imported). The fork server is one per process: the
     preload of the first start stays."""
+    # Imported here: every CLI command imports this module, few start workers.
+    import multiprocessing
+
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload((["distributed"] if with_dask else []) + WORKER_PRELOAD)
     return ctx
