@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .clioptions import Registered, grade_settings, gradebook_option, parse_gpus, with_run_options
+from .clioptions import Registered, grade_settings, gradebook_option, with_run_options
 from .config import Course
 from .errors import AutograderError
 from .fastimport import skip_slow_optional_imports
@@ -187,7 +187,7 @@ def grade_cmd(
     """Grade every new or changed submission of ASSIGNMENT and record it in the gradebook."""
     from .console import ConsoleProgress
     from .grade import grade
-    from .schedule import default_workers
+    from .schedule import parse_gpus
 
     settings = grade_settings(
         unsafe=unsafe,
@@ -197,8 +197,7 @@ def grade_cmd(
         params=params,
     )
     gpu_list = parse_gpus(gpus)
-    n_workers = workers if workers is not None else default_workers(gpu_list, per_gpu)
-    watcher = ConsoleProgress(header=f"grading {assignment} with {n_workers} worker(s)")
+    watcher = ConsoleProgress(title=f"grading {assignment}")
     try:
         with watcher:
             report = grade(

@@ -110,10 +110,3 @@ def with_run_options(func: Callable[..., None]) -> Callable[..., None]:
     for option in reversed(RUN_OPTIONS):
         func = option(func)
     return func
-
-
-def parse_gpus(text: str) -> list[int]:
-    """``--gpus`` as GPU indices (the scheduler's parser, imported when a command needs it)."""
-    from .schedule import parse_gpus
-
-    return parse_gpus(text)

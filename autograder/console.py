@@ -16,12 +16,13 @@ from .results import SubmissionResult
 class ConsoleProgress:
     """A progress bar (done, failed, running, time left) and one line per finished submission."""
 
-    def __init__(self, header: str = "") -> None:
+    def __init__(self, title: str = "") -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        #: Printed once the run is planned (after the checks that may refuse it).
-        self.header = header
+        #: Printed, with the number of workers, once the run is planned (after the checks
+        #: that may refuse it).
+        self.title = title
         self.done = self.failed = self.running = 0
         self.console = Console(stderr=True)
         self.bar = Progress(
@@ -44,10 +45,10 @@ class ConsoleProgress:
         if self.bar.live.is_started:
             self.bar.stop()
 
-    def planned(self, total: int, skipped: int) -> None:
+    def planned(self, total: int, skipped: int, workers: int) -> None:
         # The bar starts here, once the run passed its checks: a refusal prints only itself.
-        if self.header:
-            click.echo(self.header)
+        if self.title:
+            click.echo(f"{self.title} with {workers} worker(s)")
         self.bar.start()
         self.bar.update(self.task, total=total)
 

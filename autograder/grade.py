@@ -62,8 +62,9 @@ def prestart_pays(workers: int, use_gpu: bool) -> bool:
 class Progress(Protocol):
     """What a grading run tells whoever watches it (a progress bar, a log)."""
 
-    def planned(self, total: int, skipped: int) -> None:
-        """``total`` jobs will run; ``skipped`` submissions are already graded."""
+    def planned(self, total: int, skipped: int, workers: int) -> None:
+        """``total`` jobs will run on ``workers`` kernels at once; ``skipped`` submissions are
+        already graded."""
 
     def started(self, student: str) -> None:
         """A worker began grading ``student``."""
@@ -75,7 +76,7 @@ class Progress(Protocol):
 class _Unwatched:
     """The default: nobody is watching."""
 
-    def planned(self, total: int, skipped: int) -> None:
+    def planned(self, total: int, skipped: int, workers: int) -> None:
         pass
 
     def started(self, student: str) -> None:
@@ -216,7 +217,7 @@ def grade(
         )
         graded: list[SubmissionResult] = []
         watcher: Progress = progress or _Unwatched()
-        watcher.planned(len(jobs), len(skipped))
+        watcher.planned(len(jobs), len(skipped), workers)
 
         def record(result: SubmissionResult) -> None:
             gradebook.record(course.gradebook_url, result)
