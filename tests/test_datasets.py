@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import stat
 
@@ -134,3 +135,30 @@ def test_truncated_idx_file_is_named(tmp_path):
     with pytest.raises(DataError) as err:
         read_idx(path)
     assert err.value.message == f"{path} is truncated: 3 of 16 bytes"
+
+
+def test_the_stated_row_counts_are_those_data_prepare_writes(digits_course):
+    """datasizes (which competitions reads) states the counts without running the split:
+    they must be the split's, and its class sizes those of the sources."""
+    from sklearn.datasets import load_digits
+
+    from autograder import datasizes
+    from autograder.competitions import COMPETITIONS
+
+    assert tuple(np.bincount(load_digits().target)) == datasizes.DIGITS_CLASS_SIZES
+    counts = json.loads((digits_course.heldout("digits") / "meta.json").read_text())["counts"]
+    assert (counts["train"], counts["test"], counts["heldout"]) == (
+        datasizes.DIGITS_TRAIN_ROWS,
+        datasizes.DIGITS_TEST_ROWS,
+        datasizes.DIGITS_HELDOUT_ROWS,
+    )
+    assert COMPETITIONS["digits"].rows == counts["test"]
+    if FASHION_MNIST_DIR.is_dir():
+        official = read_idx(FASHION_MNIST_DIR / "t10k-labels-idx1-ubyte.gz")
+        assert tuple(np.bincount(official)) == datasizes.FASHION_MNIST_TEST_CLASS_SIZES
+        test, heldout = stratified_split(official, datasizes.OFFICIAL_TEST_FRACTIONS)
+        assert (len(test), len(heldout)) == (
+            datasizes.FASHION_MNIST_TEST_ROWS,
+            datasizes.FASHION_MNIST_HELDOUT_ROWS,
+        )
+        assert COMPETITIONS["fashion-mnist"].rows == len(test)
