@@ -13,6 +13,12 @@ import click
 from .results import SubmissionResult
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters (escape sequences, carriage returns,
+    bells) from a submission are shown as ``\\xNN`` instead of acting on the terminal."""
+    return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
+
+
 class ConsoleProgress:
     """A progress bar (done, failed, running, time left) and one line per finished submission."""
 
@@ -64,7 +70,7 @@ class ConsoleProgress:
         click.echo(
             f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
             f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.device:<7} "
-            f"{result.message}"
+            f"{printable(result.message)}"
         )
 
 
@@ -72,6 +78,7 @@ def results_table(results: Sequence[SubmissionResult]) -> None:
     """Print a table of results (one row per submission, failed items named) to the terminal."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"{results[0].assignment}: {len(results)} submission(s)" if results else "")
     for column, justify in (
@@ -89,10 +96,11 @@ def results_table(results: Sequence[SubmissionResult]) -> None:
         if same:
             lost.insert(0, f"{', '.join(same)}: see the status")
         status = result.status if not result.message else f"{result.status}\n{result.message}"
+        # Text, not strings: rich would read "[/]" in a message as its own markup.
         table.add_row(
-            result.student,
-            status,
+            Text(printable(result.student)),
+            Text(printable(status)),
             f"{result.score:g} / {result.max_score:g}",
-            "\n".join(lost) or "-",
+            Text(printable("\n".join(lost) or "-")),
         )
     Console(width=160).print(table)

@@ -220,7 +220,8 @@ def grade(
         watcher.planned(len(jobs), len(skipped), workers)
 
         def record(result: SubmissionResult) -> None:
-            gradebook.record(course.gradebook_url, result)
+            # What the gradebook now says, hand grades included, is what is reported.
+            result = gradebook.record(course.gradebook_url, result)
             graded.append(result)
             watcher.finished(result)
 

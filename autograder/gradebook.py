@@ -25,6 +25,7 @@ from .config import AssignmentConfig, Course, check_notebook_for
 from .errors import ConfigError
 from .release import SourceNotebook
 from .results import SubmissionResult
+from .scores import grade_rows, grader_comments, joined
 
 _RESULTS_TABLE = """
 CREATE TABLE IF NOT EXISTS autograder_results (
@@ -140,8 +141,11 @@ def register_assignment(
             gb.db.commit()
 
 
-def record(url: str, result: SubmissionResult) -> None:
-    """Write one graded submission: nbgrader grades and comments, then our result row."""
+def record(url: str, result: SubmissionResult) -> SubmissionResult:
+    """Write one graded submission: nbgrader grades and comments, then our result row.
+
+    Returns the result as the gradebook now scores it (a grader's earlier hand grades kept).
+    """
     from nbgrader.api import Comment, Grade, MissingEntry
     from sqlalchemy import text
 
@@ -156,28 +160,38 @@ def record(url: str, result: SubmissionResult) -> None:
             nb_name = item.notebook or default_nb
             if nb_name not in notebooks:
                 continue
+            cell_name = (nb_name, result.assignment)
             try:
-                grade = gb.find_grade(item.id, nb_name, result.assignment, result.student)
+                grade = gb.find_grade(item.id, *cell_name, result.student)
             except MissingEntry:
-                # A grade cell added after this submission was first recorded.
-                cell = gb.find_grade_cell(item.id, nb_name, result.assignment)
+                # A cell added after this submission was first recorded.
+                cell = (
+                    gb.find_task_cell(item.id, *cell_name)
+                    if item.kind == "task"
+                    else gb.find_grade_cell(item.id, *cell_name)
+                )
                 grade = Grade(cell_id=cell.id, notebook=notebooks[nb_name])
                 gb.db.add(grade)
-            # A pending manual item keeps no automatic score, exactly as nbgrader leaves it.
+            # A pending manual item keeps no automatic score, exactly as nbgrader leaves it;
+            # a score a grader entered (manual_score) is never touched, as nbgrader's
+            # autograde keeps it, and flags the item for review.
             grade.auto_score = None if item.needs_manual_grade else item.score
             grade.needs_manual_grade = bool(
                 item.needs_manual_grade or grade.manual_score is not None
             )
-            if item.kind == "manual":
+            if item.hand_graded:
                 try:
-                    comment = gb.find_comment(item.id, nb_name, result.assignment, result.student)
+                    comment = gb.find_comment(item.id, *cell_name, result.student)
                 except MissingEntry:
-                    cell = gb.find_solution_cell(item.id, nb_name, result.assignment)
+                    cell = (
+                        gb.find_task_cell(item.id, *cell_name)
+                        if item.kind == "task"
+                        else gb.find_solution_cell(item.id, *cell_name)
+                    )
                     comment = Comment(cell_id=cell.id, notebook=notebooks[nb_name])
                     gb.db.add(comment)
-                comment.auto_comment = (
-                    "No response." if not item.needs_manual_grade and item.score == 0 else None
-                )
+                unanswered = item.kind == "manual" and not item.needs_manual_grade
+                comment.auto_comment = "No response." if unanswered and item.score == 0 else None
         gb.db.execute(
             text(
                 "INSERT OR REPLACE INTO autograder_results (student, assignment, fingerprint, "
@@ -196,6 +210,9 @@ def record(url: str, result: SubmissionResult) -> None:
             },
         )
         gb.db.commit()
+        grades = grade_rows(gb, result.assignment, result.student)
+        comments = grader_comments(gb, result.assignment, result.student)
+    return joined(result, grades.get(result.student, {}), comments)
 
 
 def fingerprints(url: str, assignment: str) -> dict[str, str]:
@@ -211,7 +228,10 @@ def fingerprints(url: str, assignment: str) -> dict[str, str]:
 
 
 def load_results(url: str, assignment: str) -> list[SubmissionResult]:
-    """Every recorded result of ``assignment``, by student name."""
+    """Every recorded result of ``assignment``, by student name, with its scores read from
+    nbgrader's tables: what a grader entered by hand (formgrader, or nbgrader's API) overrides
+    the automatic score, extra credit counts, and the grader's comments come along. Our own
+    row supplies what nbgrader does not hold (status, messages, details, timings)."""
     from sqlalchemy import text
 
     with open_gradebook(url) as gb:
@@ -219,7 +239,13 @@ def load_results(url: str, assignment: str) -> list[SubmissionResult]:
             text("SELECT record FROM autograder_results WHERE assignment = :a ORDER BY student"),
             {"a": assignment},
         ).fetchall()
-    return [SubmissionResult.from_record(json.loads(row[0])) for row in rows]
+        grades = grade_rows(gb, assignment)
+        comments = grader_comments(gb, assignment)
+    out = []
+    for row in rows:
+        result = SubmissionResult.from_record(json.loads(row[0]))
+        out.append(joined(result, grades.get(result.student, {}), comments))
+    return out
 
 
 def results(course: Course, assignment: str) -> list[SubmissionResult]:

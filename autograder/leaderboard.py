@@ -18,7 +18,7 @@ from .config import Course, load_assignment
 from .errors import ConfigError
 from .feedback import graded_results
 from .pages import histogram, render, write_page
-from .results import SubmissionResult
+from .results import HAND_GRADED_KINDS, SubmissionResult
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +54,9 @@ class ItemSummary:
 
     @property
     def rate(self) -> float | None:
-        return self.passed / self.total if self.total and self.kind != "manual" else None
+        return (
+            self.passed / self.total if self.total and self.kind not in HAND_GRADED_KINDS else None
+        )
 
 
 def rank(

@@ -13,11 +13,13 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
 from typing import Any
 
 import nbformat
 from nbformat import NotebookNode
 
+from .collect import read_regular_file
 from .config import ASSIGNMENT_FILE, AssignmentConfig, Course, load_assignment
 from .errors import ReleaseError
 from .notebooks import clone, nbgrader_meta, notebook_text
@@ -176,6 +178,36 @@ def _released_files(course: Course, config: AssignmentConfig) -> dict[str, bytes
     return files
 
 
+def released_file(course: Course, assignment: str, url: str, *, limit: int) -> bytes | None:
+    """The bytes of the file a notebook names by relative ``url`` (``images/plot.png``), as
+    the released assignment ships it: ``release/<assignment>/`` when it holds the file, else
+    the file of ``source/`` that a release would ship. None for anything else: a URL with a
+    scheme, an absolute path or ``..``, a notebook, a file release leaves out, a link, or
+    more than ``limit`` bytes."""
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme or parts.netloc or "\\" in url:
+        return None
+    rel = PurePosixPath(unquote(parts.path))
+    if (
+        rel.is_absolute()
+        or not rel.parts
+        or any(p in ("..", "") or p in NOT_RELEASED or p.startswith(".") for p in rel.parts)
+        or rel.suffix == ".ipynb"
+    ):
+        return None
+    for base in (course.release(assignment), course.source(assignment)):
+        path = base.joinpath(*rel.parts)
+        try:
+            inside = path.resolve().is_relative_to(base.resolve())
+        except OSError:
+            continue
+        if inside and path.is_file():
+            return read_regular_file(path, limit)
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class ReleaseReport:
     """What a release wrote, or (with check) what is out of date."""
@@ -272,7 +304,14 @@ class SourceNotebook:
 
     @property
     def grade_cells(self) -> tuple[SourceCell, ...]:
+        """The cells with ``grade`` set: tests and answers graded by hand."""
         return tuple(c for c in self.cells if c.grade)
+
+    @property
+    def scored_cells(self) -> tuple[SourceCell, ...]:
+        """Every cell nbgrader gives points to: grade cells and tasks, in notebook order
+        (the notebook's ``max_score`` in the gradebook is the sum of their points)."""
+        return tuple(c for c in self.cells if c.grade or c.task)
 
 
 def index_notebook(nb: NotebookNode, name: str) -> SourceNotebook:

@@ -23,8 +23,13 @@ STATUSES: dict[str, str] = {
     "error": "grading failed for a reason the grader could not classify",
 }
 
-#: Item kinds: nbgrader test cells, manually graded answers, held-out accuracy, Kaggle CSV.
-ITEM_KINDS = ("test", "manual", "accuracy", "csv")
+#: Item kinds: nbgrader test cells, answers graded by hand (``grade`` + ``solution`` cells),
+#: nbgrader tasks (``task`` cells, graded by hand), held-out accuracy, Kaggle CSV.
+ITEM_KINDS = ("test", "manual", "task", "accuracy", "csv")
+#: The kinds a human grades: no pass rate, and "waiting for a grader" until someone does.
+HAND_GRADED_KINDS = ("manual", "task")
+#: How an answer or task nobody has graded yet is described.
+WAITING = "waiting for a grader"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +48,20 @@ class ItemResult:
     needs_manual_grade: bool = False
     #: Extra numbers for feedback and the leaderboard (accuracy counts, CSV scores...).
     details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: The score a grader entered in the gradebook (formgrader), which overrides the
+    #: automatic one; None when nobody did. Filled in when results are read back.
+    manual_score: float | None = None
+    #: The grader's comment on this item (nbgrader's ``manual_comment``), "" when none.
+    comment: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ITEM_KINDS:
             raise ValueError(f"unknown item kind {self.kind!r}; expected one of {ITEM_KINDS}")
+
+    @property
+    def hand_graded(self) -> bool:
+        """True for the kinds a human grades (answers and tasks)."""
+        return self.kind in HAND_GRADED_KINDS
 
     def to_json(self) -> dict[str, Any]:
         """The item as ``results --json`` prints it."""
@@ -93,6 +108,19 @@ class SubmissionResult:
     def max_score(self) -> float:
         return round(sum(item.max_score for item in self.items), 6)
 
+    def notebook_totals(self) -> list[dict[str, Any]]:
+        """Score and maximum of each notebook's items (``name`` "" for assignment-wide
+        checks), in the order the notebooks first appear."""
+        totals: dict[str, list[float]] = {}
+        for item in self.items:
+            pair = totals.setdefault(item.notebook, [0.0, 0.0])
+            pair[0] += item.score
+            pair[1] += item.max_score
+        return [
+            {"name": name, "score": round(score, 6), "max_score": round(maximum, 6)}
+            for name, (score, maximum) in totals.items()
+        ]
+
     def item(self, item_id: str) -> ItemResult:
         """The item called ``item_id``; KeyError names the ones there are."""
         for item in self.items:
@@ -113,6 +141,7 @@ class SubmissionResult:
             "device": self.device,
             "duration_s": round(self.duration_s, 3),
             "submitted_at": self.submitted_at,
+            "notebooks": self.notebook_totals(),
         }
 
     def to_record(self) -> dict[str, Any]:

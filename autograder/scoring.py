@@ -2,8 +2,8 @@
 
 The score itself is nbgrader's (``nbgrader.utils.determine_grade``): a test cell with an error
 or any stderr output scores 0, a numeric result gives partial credit, otherwise full points; an
-answer cell (grade and solution) scores 0 when unchanged and otherwise waits for a human. Only
-the messages are ours.
+answer cell (grade and solution) scores 0 when unchanged and otherwise waits for a human; a
+task cell always waits for a human. Only the messages are ours.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from nbformat import NotebookNode
 
 from .execute import TIMEOUT_ERROR, ExecutionOutcome
 from .notebooks import nbgrader_meta
-from .release import SourceNotebook
-from .results import ItemResult
+from .release import SourceCell, SourceNotebook
+from .results import WAITING, ItemResult
 from .sanitize import SanitizeContext
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -67,26 +67,47 @@ def explain_failure(cell: NotebookNode) -> str:
     return "the test did not pass"
 
 
+def _kind(cell: SourceCell) -> str:
+    if cell.task and not cell.grade:
+        return "task"
+    return "manual" if cell.solution or cell.cell_type != "code" else "test"
+
+
 def score_notebook(
     nb: NotebookNode,
     source: SourceNotebook,
     ctx: SanitizeContext,
     outcome: ExecutionOutcome | None,
 ) -> list[ItemResult]:
-    """One item per grade cell of the source, in the source's order."""
+    """One item per scored cell of the source (grade cells and tasks), in the source's order."""
     from nbgrader.utils import determine_grade
 
     by_id: dict[str, tuple[int, NotebookNode]] = {}
     for index, cell in enumerate(nb.cells):
         meta = nbgrader_meta(cell)
-        if meta.get("grade") and isinstance(meta.get("grade_id"), str):
+        if (meta.get("grade") or meta.get("task")) and isinstance(meta.get("grade_id"), str):
             by_id[meta["grade_id"]] = (index, cell)
     items = []
-    for source_cell in source.grade_cells:
+    for source_cell in source.scored_cells:
         points = float(source_cell.points or 0.0)
         found = by_id.get(source_cell.grade_id)
-        manual = source_cell.solution or source_cell.cell_type != "code"
-        kind = "manual" if manual else "test"
+        kind = _kind(source_cell)
+        manual = kind != "test"
+        if kind == "task":
+            # nbgrader never scores a task: its points are the grader's to give.
+            items.append(
+                ItemResult(
+                    id=source_cell.grade_id,
+                    kind="task",
+                    score=0.0,
+                    max_score=points,
+                    passed=False,
+                    message=f"a task graded by hand: {WAITING}",
+                    notebook=source.name,
+                    needs_manual_grade=True,
+                )
+            )
+            continue
         if found is None:
             items.append(_missing(source_cell.grade_id, kind, points, source.name))
             continue
@@ -126,7 +147,7 @@ def score_notebook(
                     message=(
                         "no answer: the cell is unchanged from the released notebook"
                         if unchanged
-                        else "answered; this item is graded by hand"
+                        else f"answered; {WAITING}"
                     ),
                     notebook=source.name,
                     needs_manual_grade=score is None,
@@ -173,16 +194,17 @@ def _missing(grade_id: str, kind: str, points: float, notebook: str) -> ItemResu
 
 
 def missing_items(source: SourceNotebook, why: str) -> list[ItemResult]:
-    """Zero for every grade cell of ``source``, all with the same reason."""
+    """Zero for every scored cell of ``source`` (grade cells and tasks), all with the same
+    reason."""
     return [
         ItemResult(
             id=c.grade_id,
-            kind="manual" if c.solution or c.cell_type != "code" else "test",
+            kind=_kind(c),
             score=0.0,
             max_score=float(c.points or 0.0),
             passed=False,
             message=why,
             notebook=source.name,
         )
-        for c in source.grade_cells
+        for c in source.scored_cells
     ]

@@ -72,7 +72,7 @@ def validate(
         problems.append(f"the notebook did not run cleanly ({result.status}): {result.message}")
     manual = []
     for item in result.items:
-        if item.kind == "manual":
+        if item.hand_graded:
             manual.append(f"{item.id}: graded by hand ({item.max_score:g} points)")
         elif not item.passed:
             problems.append(f"{item.id} ({item.kind}): {item.message}")

@@ -17,6 +17,10 @@ from autograder.config import Course
 REPO = Path(__file__).resolve().parents[1]
 #: nbgrader's own test notebooks (BSD-3, see its LICENSE), vendored so a fresh clone has them.
 FIXTURES = REPO / "tests" / "fixtures" / "nbgrader"
+#: nbgrader's user-guide course (BSD-3, same LICENSE): ``ps1`` with two notebooks, tests,
+#: written and coding answers graded by hand, a task cell and an image; students bitdiddle and
+#: hacker, as nbgrader's documentation ships them.
+USER_GUIDE = FIXTURES / "user-guide"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 
@@ -155,6 +159,57 @@ def submit(tiny_course: Course) -> Callable[..., Path]:
         return folder
 
     return _submit
+
+
+def make_user_guide_course(root: Path) -> Course:
+    """nbgrader's user-guide course at ``root``: source/ps1 and the two submissions."""
+    for part in ("source", "submitted"):
+        shutil.copytree(USER_GUIDE / part, root / part)
+    return Course.at(root)
+
+
+@pytest.fixture(scope="session")
+def graded_user_guide(tmp_path_factory: pytest.TempPathFactory) -> Course:
+    """The user-guide course graded once by us (no sandbox: nbgrader's own notebooks)."""
+    from autograder.grade import GradeSettings, grade
+
+    course = make_user_guide_course(tmp_path_factory.mktemp("user-guide") / "course")
+    grade(course, "ps1", settings=GradeSettings(sandbox=False), backend="inline")
+    return course
+
+
+@pytest.fixture
+def user_guide_course(graded_user_guide: Course, tmp_path: Path) -> Course:
+    """A copy of the graded user-guide course that a test may change (hand grades...)."""
+    shutil.copytree(graded_user_guide.root, tmp_path / "user-guide")
+    return Course.at(tmp_path / "user-guide")
+
+
+#: Hand grades as a grader enters them (formgrader calls the same Gradebook API): student,
+#: notebook, cell, manual score, extra credit, comment.
+HAND_GRADES = [
+    ("hacker", "problem1", "sum_of_squares_equation", 1.0, None, "Right: the sum of i squared."),
+    ("hacker", "problem1", "sum_of_squares_application", 1.5, 0.5, "Nice use case [/] <b>bold</b>"),
+    ("hacker", "problem1", "cell-938593c4a215c6cc", 3.0, None, "Geometric sum only."),
+    # A test cell has no comment in nbgrader; its score can still be overridden.
+    ("hacker", "problem1", "correct_squares", 0.0, None, None),
+    ("hacker", "problem2", "part-a", 1.0, None, None),
+    ("bitdiddle", "problem2", "part-b", 2.0, None, "Correct."),
+]
+
+
+def enter_hand_grades(url: str) -> None:
+    """Enter :data:`HAND_GRADES` in the gradebook at ``url`` through nbgrader's API."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(url) as gb:
+        for student, notebook, cell, score, extra, comment in HAND_GRADES:
+            grade = gb.find_grade(cell, notebook, "ps1", student)
+            grade.manual_score, grade.extra_credit = score, extra
+            grade.needs_manual_grade = False
+            if comment is not None:
+                gb.find_comment(cell, notebook, "ps1", student).manual_comment = comment
+        gb.db.commit()
 
 
 def copy_fixture(name: str, dest: Path) -> Path:

@@ -13,6 +13,7 @@ from conftest import complete, released, with_cell
 from autograder import gradebook
 from autograder.cli import cli
 from autograder.grade import GradeSettings, grade
+from autograder.results import ItemResult, SubmissionResult
 
 UNSAFE = GradeSettings(sandbox=False)
 
@@ -41,7 +42,7 @@ def test_a_class_with_good_and_broken_submissions_is_graded_whole(tiny_course, s
         ("explain", 0.0),
     ]
     assert alice.item("explain").needs_manual_grade
-    assert alice.item("explain").message == "answered; this item is graded by hand"
+    assert alice.item("explain").message == "answered; waiting for a grader"
 
     bob = results["bob"]
     assert bob.status == "graded"
@@ -152,10 +153,30 @@ def test_results_json_follows_the_design_schema(tiny_course, submit):
         assert {"student", "assignment", "status", "score", "max_score", "items"} <= set(entry)
         for item in entry["items"]:
             assert set(item) == {"id", "kind", "score", "max_score", "passed", "message"}
-            assert item["kind"] in {"test", "manual", "accuracy", "csv"}
+            assert item["kind"] in {"test", "manual", "task", "accuracy", "csv"}
+        assert entry["notebooks"] == [
+            {"name": "tiny", "score": entry["score"], "max_score": entry["max_score"]}
+        ]
     assert data[0]["status"] == "graded"
     assert data[0]["score"] == 3.0
     assert data[1]["status"] == "invalid-notebook"
+
+
+def test_the_results_table_prints_submission_text_as_text(capsys):
+    from autograder.console import results_table
+
+    hostile = "ValueError: [/] [bold red]x[/bold red] \x1b[2J\x1b]0;title\x07 done\r"
+    result = SubmissionResult(
+        student="eve",
+        assignment="tiny",
+        status="graded",
+        items=(ItemResult("t", "test", 0.0, 1.0, False, hostile, notebook="tiny"),),
+    )
+    results_table([result])  # rich would raise MarkupError on "[/]" read as markup
+    out = capsys.readouterr().out
+    assert "[/] [bold red]x[/bold red]" in out
+    assert "\x1b" not in out and "\x07" not in out and "\r" not in out
+    assert "\\x1b[2J" in out and "\\x07" in out
 
 
 def test_csv_export_agrees_with_nbgrader_totals(tiny_course, submit, tmp_path):

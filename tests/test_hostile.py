@@ -610,7 +610,7 @@ def test_a_benign_notebook_scores_the_same_inside_and_outside_the_sandbox(
     assert runs[True]["alice"][1] == [
         ("test_squares", 2.0, "passed"),
         ("test_total", 1.0, "passed"),
-        ("explain", 0.0, "answered; this item is graded by hand"),
+        ("explain", 0.0, "answered; waiting for a grader"),
     ]
     assert runs[True]["bob"][1][1] == (
         "test_total",

@@ -129,3 +129,96 @@ def test_a_cell_past_its_time_limit_scores_as_in_nbgrader(tmp_path):
     assert got == expected
     assert results["slow"].status == "timeout"
     assert got["slow"]["correct_squares"] == (0.0, False)
+
+
+# --- nbgrader's user-guide course: every cell kind, two notebooks, hand grading ----------------
+
+
+def _gradebook_view(url: str) -> dict[str, dict[str, object]]:
+    """What nbgrader's gradebook at ``url`` says of each ps1 submission: every grade's score
+    and maximum by (notebook, cell), the notebooks' and the assignment's totals."""
+    from nbgrader.api import Gradebook
+
+    view: dict[str, dict[str, object]] = {}
+    with Gradebook(url) as gb:
+        for submission in gb.assignment_submissions("ps1"):
+            view[submission.student.id] = {
+                "items": {
+                    (nb.name, g.name): (float(g.score), float(g.max_score))
+                    for nb in submission.notebooks
+                    for g in nb.grades
+                },
+                "notebooks": {nb.name: (nb.score, nb.max_score) for nb in submission.notebooks},
+                "total": (submission.score, submission.max_score),
+            }
+    return view
+
+
+def _our_view(course: Course) -> dict[str, dict[str, object]]:
+    """The same, from what 'autograder results' reads."""
+    from autograder.gradebook import results
+
+    return {
+        r.student: {
+            "items": {(i.notebook, i.id): (i.score, i.max_score) for i in r.items},
+            "notebooks": {t["name"]: (t["score"], t["max_score"]) for t in r.notebook_totals()},
+            "total": (r.score, r.max_score),
+        }
+        for r in results(course, "ps1")
+    }
+
+
+def test_the_user_guide_course_totals_equal_nbgrader_before_and_after_hand_grading(
+    tmp_path, user_guide_course
+):
+    from conftest import enter_hand_grades, make_user_guide_course
+
+    from autograder.gradebook import results
+
+    theirs = make_user_guide_course(tmp_path / "nbgrader")
+    _nbgrader(theirs.root, "db", "assignment", "add", "ps1")
+    _nbgrader(theirs.root, "generate_assignment", "ps1", "--force")
+    _nbgrader(theirs.root, "autograde", "ps1")
+    expected = _gradebook_view(theirs.gradebook_url)
+    assert expected["hacker"]["total"] == (3.0, 13.0)  # nbgrader's documented totals
+    assert expected["bitdiddle"]["total"] == (1.5, 13.0)
+    ours = user_guide_course
+    assert _our_view(ours) == expected
+    # nbgrader reading our gradebook agrees too (formgrader and 'nbgrader export' do).
+    assert _gradebook_view(ours.gradebook_url) == expected
+
+    by_student = {r.student: r for r in results(ours, "ps1")}
+    task = by_student["hacker"].item("cell-938593c4a215c6cc")
+    assert (task.kind, task.max_score, task.message) == (
+        "task",
+        4.0,
+        "a task graded by hand: waiting for a grader",
+    )
+    assert by_student["hacker"].item("part-a").needs_manual_grade
+
+    # Hand grades show at the next 'results' without regrading, as nbgrader scores them
+    # (the manual score overrides the automatic one; extra credit counts).
+    for url in (theirs.gradebook_url, ours.gradebook_url):
+        enter_hand_grades(url)
+    expected = _gradebook_view(theirs.gradebook_url)
+    assert expected["hacker"]["total"] == (9.0, 13.0)
+    assert _our_view(ours) == expected
+    hacker = {r.student: r for r in results(ours, "ps1")}["hacker"]
+    application = hacker.item("sum_of_squares_application")
+    assert application.message == (
+        "graded by hand: 2 of 2 points (including 0.5 extra credit); the grader wrote: "
+        "Nice use case [/] <b>bold</b>"
+    )
+    assert not application.needs_manual_grade and application.manual_score == 1.5
+    overridden = hacker.item("correct_squares")
+    assert overridden.score == 0 and not overridden.passed
+    assert overridden.message.startswith("score set by a grader: 0 of 1 points (the automatic")
+    assert hacker.item("part-b").message == "answered; waiting for a grader"
+
+    # Regrading, by either tool, never erases a hand grade.
+    _nbgrader(theirs.root, "autograde", "ps1", "--force")
+    report = grade(ours, "ps1", settings=GradeSettings(sandbox=False), backend="inline", force=True)
+    assert {r.student: r.score for r in report.graded} == {"bitdiddle": 3.5, "hacker": 9.0}
+    expected = _gradebook_view(theirs.gradebook_url)
+    assert expected["hacker"]["total"] == (9.0, 13.0)
+    assert _our_view(ours) == expected
