@@ -5,6 +5,12 @@ cells with their messages, the held-out accuracy against its threshold, the Kagg
 verdict), a confusion matrix and per-class accuracy, the training curves when the notebook
 kept a ``history``, and the executed notebook.
 
+Scores are the gradebook's (:func:`autograder.gradebook.load_results`): a grade or comment a
+grader entered shows at the next ``feedback``. Every graded cell is headed by its verdict and
+points, the item table links to the cells, and answers and tasks say "waiting for a grader"
+until someone grades them. Markdown shows its math as MathML and the images the released
+assignment ships; code is highlighted (:mod:`autograder.richtext`).
+
 The executed notebook has nbgrader's hidden tests put back (nbgrader issue #917 is about
 feedback leaking them). Here every test cell shows the released source instead, a traceback
 of a cell that holds hidden tests is cut to its last line, and every line of every hidden test
@@ -14,7 +20,6 @@ PNG/JPEG images only: HTML and JavaScript a notebook displayed are never rendere
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from .errors import AutograderError
 from .gradebook import load_results
 from .notebooks import nbgrader_meta, read_notebook
 from .pages import (
+    MAX_IMAGE_BYTES,
     Scrubber,
     heat,
     image_uri,
@@ -34,8 +40,15 @@ from .pages import (
     render,
     write_page,
 )
-from .release import gradebook_version, hidden_test_lines, strip_hidden_tests, student_version
-from .results import SubmissionResult
+from .release import (
+    gradebook_version,
+    hidden_test_lines,
+    released_file,
+    strip_hidden_tests,
+    student_version,
+)
+from .results import ItemResult, SubmissionResult
+from .richtext import Markdown, highlight, highlight_css, image_data_uri
 
 #: Characters of one output kept on the page (a runaway print loop must not make it huge).
 MAX_OUTPUT_CHARS = 20_000
@@ -75,9 +88,23 @@ class ReleasedSources:
     def __init__(self, course: Course, config: AssignmentConfig) -> None:
         self.released: dict[str, dict[str, str]] = {}
         self.hidden_cells: dict[str, set[str]] = {}
+        self.languages: dict[str, str] = {}
         lines: list[str] = []
+        images: dict[str, str | None] = {}
+
+        def image(url: str) -> str | None:
+            # Only files of the released assignment, verified as images, ever reach a page.
+            if url not in images:
+                data = released_file(course, config.name, url, limit=MAX_IMAGE_BYTES)
+                images[url] = image_data_uri(data) if data is not None else None
+            return images[url]
+
+        self.markdown = Markdown(image)
         for name in config.notebooks:
             released = student_version(course, config.name, name)
+            info = released.metadata.get("language_info") or released.metadata.get("kernelspec")
+            language = info.get("language") or info.get("name") if isinstance(info, dict) else ""
+            self.languages[name] = str(language or "python")
             self.released[name] = {
                 str(meta["grade_id"]): cell.source
                 for cell in released.cells
@@ -125,24 +152,34 @@ def render_feedback(
     sources = sources or ReleasedSources(course, config)
     scrub = sources.scrub
     items = [_item_view(item, scrub, final) for item in result.items]
+    by_cell = {(i.notebook, i.id): v for i, v in zip(result.items, items, strict=True)}
+    order = {name: n for n, name in enumerate(config.notebooks)}
+    # Grouped by notebook (a check comes after the cells, in the notebook it reads).
+    items.sort(key=lambda view: order.get(view["notebook"], len(order)))
+    for item_view in items:
+        if item_view["kind"] in ("accuracy", "csv"):
+            item_view["href"] = f"#{item_view['kind']}-{item_view['id']}"
     accuracy = [_accuracy_view(item) for item in result.items if item.kind == "accuracy"]
     csv = [_csv_view(item, scrub, final) for item in result.items if item.kind == "csv"]
     history = result.details.get("history") if isinstance(result.details, Mapping) else None
     charts = _history_charts(history) if isinstance(history, Mapping) else []
+    totals = {t["name"]: t for t in result.notebook_totals()}
     notebooks: list[dict[str, Any]] = []
     folder = course.autograded(result.student, config.name)
-    for name in config.notebooks:
+    for n, name in enumerate(config.notebooks):
+        view: dict[str, Any] = {"name": name, "anchor": f"notebook-{n}", "total": totals.get(name)}
+        notebooks.append(view)
         path = folder / f"{name}.ipynb"
         if not path.is_file():
             # Nothing ran (not a notebook, nothing submitted): the result's message says why.
-            notebooks.append({"name": name, "cells": None, "error": result.message})
+            view.update(cells=None, error=result.message)
             continue
         try:
             nb = read_notebook(path)
         except AutograderError as exc:
-            notebooks.append({"name": name, "cells": None, "error": str(exc)})
+            view.update(cells=None, error=str(exc))
             continue
-        notebooks.append({"name": name, "cells": _cells(nb, name, sources)})
+        view["cells"] = _cells(nb, name, sources, by_cell, f"cell-{n}")
     notes = result.details.get("notes", []) if isinstance(result.details, Mapping) else []
     return render(
         "feedback.html.j2",
@@ -152,33 +189,51 @@ def render_feedback(
         message=scrub(result.message),
         notes=[scrub(str(n)) for n in notes if isinstance(n, str)],
         items=items,
+        # Subtotals per notebook when there are several (checks count with their notebook).
+        subtotals=len(config.notebooks) > 1,
         accuracy=accuracy,
         csv=csv,
         charts=charts,
         notebooks=notebooks,
+        highlight_css=highlight_css(),
     )
 
 
 # --- items ----------------------------------------------------------------------------------
 
 
-def _state(item: Any) -> str:
+#: What the item table and a graded cell's header say for each state.
+STATE_LABELS = {
+    "pass": "passed",
+    "fail": "lost points",
+    "pending": "waiting for a grader",
+    "hand": "graded by hand",
+}
+
+
+def _state(item: ItemResult) -> str:
     if item.needs_manual_grade:
         return "pending"
+    if item.hand_graded and item.manual_score is not None:
+        return "hand"
     return "pass" if item.passed else "fail"
 
 
-def _item_view(item: Any, scrub: Scrubber, final: bool) -> dict[str, Any]:
+def _item_view(item: ItemResult, scrub: Scrubber, final: bool) -> dict[str, Any]:
     message = _csv_message(item, final) if item.kind == "csv" else item.message
+    state = _state(item)
     return {
         "id": item.id,
         "kind": item.kind,
         "notebook": item.notebook,
         "score": item.score,
         "max_score": item.max_score,
-        "state": _state(item),
+        "state": state,
+        "label": STATE_LABELS[state],
         # scoring quotes the failing line; when that line was a hidden test, say so plainly.
         "message": scrub(message).replace(f"at `{Scrubber.REPLACEMENT}`", "in a hidden test"),
+        # Set when the item's cell (or section) is on the page.
+        "href": None,
     }
 
 
@@ -269,29 +324,6 @@ def _history_charts(history: Mapping[str, Any]) -> list[Any]:
 # --- the executed notebook ---------------------------------------------------------------
 
 
-def _markdown(text: str) -> str:
-    """Markdown as HTML with raw HTML escaped, images left out and only http(s)/mailto links."""
-    return str(_markdown_parser()(text))
-
-
-@functools.cache
-def _markdown_parser() -> Any:
-    import mistune
-
-    class _SafeRenderer(mistune.HTMLRenderer):
-        def image(self, text: str, url: str, title: str | None = None) -> str:
-            return f"<em>[image: {text}]</em>"
-
-        def link(self, text: str, url: str, title: str | None = None) -> str:
-            if url.startswith(("http://", "https://", "mailto:", "#")):
-                return str(super().link(text, url, title))
-            return text
-
-    return mistune.create_markdown(
-        escape=True, renderer=_SafeRenderer(escape=True), plugins=["table", "strikethrough"]
-    )
-
-
 def _text(value: Any) -> str:
     text = "".join(value) if isinstance(value, list) else str(value)
     text = plain(text)
@@ -328,11 +360,20 @@ def _outputs(cell: NotebookNode, scrub: Scrubber, hides_tests: bool) -> list[dic
     return out
 
 
-def _cells(nb: NotebookNode, notebook: str, sources: ReleasedSources) -> list[dict[str, Any]]:
+def _cells(
+    nb: NotebookNode,
+    notebook: str,
+    sources: ReleasedSources,
+    items: Mapping[tuple[str, str], dict[str, Any]],
+    anchor: str,
+) -> list[dict[str, Any]]:
+    """The cells of an executed notebook as the page shows them; a cell scored by an item
+    gets that item's verdict and an anchor the item table links to."""
     released = sources.released.get(notebook, {})
     hidden = sources.hidden_cells.get(notebook, set())
+    language = sources.languages.get(notebook, "python")
     cells = []
-    for cell in nb.cells:
+    for index, cell in enumerate(nb.cells):
         meta = nbgrader_meta(cell)
         grade_id = str(meta.get("grade_id", "")) if meta.get("grade_id") is not None else ""
         source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
@@ -340,20 +381,24 @@ def _cells(nb: NotebookNode, notebook: str, sources: ReleasedSources) -> list[di
             # A test or locked cell: what the participant was given, never the hidden tests.
             source = released[grade_id]
         source = sources.scrub(strip_hidden_tests(source))
+        verdict = items.get((notebook, grade_id)) if grade_id else None
         view: dict[str, Any] = {
             "type": cell.cell_type,
             "grade_id": grade_id,
-            "graded": bool(meta.get("grade")),
+            "graded": verdict is not None,
+            "verdict": verdict,
+            "anchor": f"{anchor}-{index}",
             "count": cell.get("execution_count") if cell.cell_type == "code" else None,
         }
+        if verdict is not None and verdict["href"] is None:
+            verdict["href"] = f"#{view['anchor']}"
         if cell.cell_type == "markdown":
-            view["html"] = _markdown(source)
+            view["html"] = sources.markdown(source)
+        elif cell.cell_type == "code":
+            view["html"] = highlight(source, language)
+            view["outputs"] = _outputs(cell, sources.scrub, grade_id in hidden)
         else:
-            view["source"] = source
-            view["outputs"] = (
-                _outputs(cell, sources.scrub, grade_id in hidden)
-                if cell.cell_type == "code"
-                else []
-            )
+            view["html"] = highlight(source, "text")
+            view["outputs"] = []
         cells.append(view)
     return cells

@@ -1,25 +1,20 @@
-"""Headless Chromium over the DevTools protocol: load a page, collect console errors, take a
-screenshot. Only Debian's ``chromium`` and the small ``websocket-client`` are needed (no
-chromedriver, no Selenium)."""
+"""Headless Chromium driven by Playwright for Python: load a page at a phone's size, collect
+console errors (CSP reports included), take a screenshot, and ask the page questions.
+
+Debian's ``chromium`` is the browser (``executable_path``): nothing is downloaded, and it runs
+offline. Playwright's own browser builds are never used.
+"""
 
 from __future__ import annotations
 
-import base64
-import itertools
-import json
 import os
-import re
 import shutil
-import subprocess
-import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 #: A phone's viewport (an iPhone 12-14 in CSS pixels).
-PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": True}
+PHONE = {"width": 390, "height": 844}
 
 
 def chromium_path() -> str | None:
@@ -40,120 +35,52 @@ class PageLoad:
     #: document width minus viewport width: above 0 means the page scrolls sideways.
     overflow_px: int = 0
     title: str = ""
+    #: The open page (Playwright's ``Page``), for questions a test asks of it.
+    page: Any = None
 
 
 class Chromium:
-    """One headless Chromium with a DevTools endpoint; use as a context manager."""
+    """One headless Chromium; use as a context manager, then :meth:`load` pages."""
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
-        self.profile = Path(tempfile.mkdtemp(prefix="autograder-chromium-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ids = itertools.count(1)
+        self.playwright: Any = None
+        self.browser: Any = None
+        self.pages: list[Any] = []
 
     def __enter__(self) -> Chromium:
-        args = [
-            self.binary,
-            "--headless=new",
-            "--disable-gpu",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
-            f"--user-data-dir={self.profile}",
-            "about:blank",
-        ]
+        from playwright.sync_api import sync_playwright
+
+        self.playwright = sync_playwright().start()
+        args = ["--disable-gpu"]
         if os.geteuid() == 0:
-            args.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("chromium did not open its DevTools port within 30 s")
-            time.sleep(0.1)
-        self.port = int(port_file.read_text().split()[0])
+            args.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
+        self.browser = self.playwright.chromium.launch(executable_path=self.binary, args=args)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        if self.browser is not None:
+            self.browser.close()
+        if self.playwright is not None:
+            self.playwright.stop()
 
-    def _page_socket(self) -> Any:
-        import websocket
-
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/json/list", timeout=10) as r:
-            targets = json.load(r)
-        page = next(t for t in targets if t.get("type") == "page")
-        return websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
-
-    def load(self, path: Path, *, viewport: dict[str, Any] = PHONE) -> PageLoad:
-        """Open ``path`` at ``viewport``; return console errors, a screenshot and overflow."""
-        ws = self._page_socket()
-        result = PageLoad()
-        events: list[dict[str, Any]] = []
-
-        def call(method: str, **params: Any) -> dict[str, Any]:
-            msg_id = next(self.ids)
-            ws.send(json.dumps({"id": msg_id, "method": method, "params": params}))
-            while True:
-                msg = json.loads(ws.recv())
-                if msg.get("id") == msg_id:
-                    if "error" in msg:
-                        raise RuntimeError(f"{method}: {msg['error']}")
-                    return dict(msg.get("result", {}))
-                events.append(msg)
-
-        try:
-            for domain in ("Runtime", "Log", "Page"):
-                call(f"{domain}.enable")
-            call("Emulation.setDeviceMetricsOverride", **viewport)
-            call("Page.navigate", url=path.resolve().as_uri())
-            deadline = time.monotonic() + 30
-            while not any(e.get("method") == "Page.loadEventFired" for e in events):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{path} did not finish loading within 30 s")
-                events.append(json.loads(ws.recv()))
-            # Let late console messages (CSP reports, image decode errors) arrive.
-            call("Runtime.evaluate", expression="1")
-            time.sleep(0.3)
-            metrics = call(
-                "Runtime.evaluate",
-                expression="[document.documentElement.scrollWidth - window.innerWidth, "
-                "document.title]",
-                returnByValue=True,
-            )
-            overflow, title = metrics["result"]["value"]
-            result.overflow_px, result.title = int(overflow), str(title)
-            shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-            result.screenshot = base64.b64decode(shot["data"])
-            ws.settimeout(0.2)
-            try:
-                while True:
-                    events.append(json.loads(ws.recv()))
-            except Exception:
-                pass
-        finally:
-            ws.close()
-        result.errors = console_errors(events)
+    def load(self, path: Path, *, viewport: dict[str, int] = PHONE) -> PageLoad:
+        """Open ``path`` at ``viewport`` (a phone by default); return console errors, a
+        full-page screenshot, the sideways overflow and the open page."""
+        page = self.browser.new_page(viewport=viewport, device_scale_factor=2, is_mobile=True)
+        self.pages.append(page)
+        result = PageLoad(page=page)
+        page.on(
+            "console",
+            lambda msg: result.errors.append(msg.text) if msg.type in {"error", "assert"} else None,
+        )
+        page.on("pageerror", lambda exc: result.errors.append(str(exc)))
+        page.goto(path.resolve().as_uri(), wait_until="load")
+        # Let late console messages (CSP reports, image decode errors) arrive.
+        page.wait_for_timeout(300)
+        result.overflow_px = int(
+            page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        )
+        result.title = str(page.title())
+        result.screenshot = page.screenshot(full_page=True)
         return result
-
-
-def console_errors(events: list[dict[str, Any]]) -> list[str]:
-    """Errors among DevTools events: console.error, uncaught exceptions, error log entries."""
-    errors = []
-    for event in events:
-        method, params = event.get("method"), event.get("params", {})
-        if method == "Runtime.consoleAPICalled" and params.get("type") in {"error", "assert"}:
-            errors.append(" ".join(str(a.get("value", a)) for a in params.get("args", [])))
-        elif method == "Runtime.exceptionThrown":
-            errors.append(str(params.get("exceptionDetails", {}).get("text", "exception")))
-        elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
-            errors.append(re.sub(r"\s+", " ", str(params["entry"].get("text", ""))))
-    return errors

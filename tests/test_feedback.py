@@ -5,6 +5,7 @@ items are written into the gradebook with the details the checks record."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import os
 import re
 from pathlib import Path
@@ -180,6 +181,11 @@ def graded_course(tmp_path_factory: pytest.TempPathFactory) -> Course:
     return tiny_course
 
 
+def visible(page: str) -> str:
+    """The text of a page as a reader sees it: no tags, entities as characters."""
+    return html.unescape(re.sub(r"<[^>]+>", "", page))
+
+
 def test_feedback_pages_show_score_items_and_checks_without_hidden_tests(graded_course):
     paths = write_feedback(graded_course, "tiny")
     assert paths == [graded_course.feedback(s, "tiny") / "index.html" for s in ("alice", "bob")]
@@ -189,17 +195,20 @@ def test_feedback_pages_show_score_items_and_checks_without_hidden_tests(graded_
     assert '<span class="score">6</span> / 7 points' in alice
     assert '<span class="score">1</span> / 7 points' in bob
     for item in ("test_squares", "test_total", "explain", "heldout_accuracy", "kaggle_csv"):
-        assert f"<td><strong>{item}</strong>" in alice and f"<td><strong>{item}</strong>" in bob
+        # Each item links to its cell (or to its section, for the checks).
+        link = rf'<td><a href="#[^"]+"><strong>{item}</strong></a>'
+        assert re.search(link, alice) and re.search(link, bob), item
     assert "the test failed in a hidden test: AssertionError" in bob
 
-    # The hidden test's text appears nowhere: not in sources, tracebacks, messages or outputs.
-    for page in (alice, bob):
+    # The hidden test's text appears nowhere: not in sources, tracebacks, messages or outputs,
+    # neither in the markup nor in the text a reader sees (code is split into spans).
+    for page in (alice, bob, visible(alice), visible(bob)):
         assert MARKER not in page
         assert "squares(1)" not in page
         assert "HIDDEN TESTS" not in page
     assert "AssertionError: \n(the traceback is not shown: this cell has hidden tests)" in bob
     # ...while the visible test is shown as released.
-    assert "assert squares(3) == [1, 4, 9]" in alice
+    assert "assert squares(3) == [1, 4, 9]" in visible(alice)
 
     # Student output is escaped text; displayed HTML is not rendered; images are inline.
     assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in alice
@@ -322,7 +331,9 @@ def test_leaderboard_page_hides_private_scores_until_final(class_course, tmp_pat
     # The overall score would give the private one away: it is not there either.
     assert "0.79" not in page and "0.86" not in page
     assert "<td>mallory</td><td>the notebook did not write submission.csv" in page
-    assert "6 submission(s); mean score 2.83 of 4." in page
+    # The maximum is the gradebook's: the answer "explain" (1) and the accuracy check (2),
+    # left out of these records, count as they do in nbgrader's totals.
+    assert "6 submission(s); mean score 2.83 of 7." in page
     assert (
         '<tr><td>kaggle_csv</td><td>csv</td>\n<td class="num">5 / 6</td>'
         '<td class="num">83%</td></tr>' in page
@@ -362,13 +373,13 @@ def test_student_names_are_escaped_on_the_leaderboard(class_course):
 
 
 def test_markdown_cells_cannot_run_script_or_load_images():
-    from autograder.feedback import _markdown
+    from autograder.richtext import Markdown
 
-    html = _markdown(
+    page = Markdown()(
         "# Title <script>alert(1)</script>\n\n![chart](http://example.com/c.png) "
         "[bad](javascript:alert(1)) [good](https://keras.io) <img src=x onerror=alert(1)>"
     )
-    assert html == (
+    assert page == (
         "<h1>Title &lt;script&gt;alert(1)&lt;/script&gt;</h1>\n<p><em>[image: chart]</em> bad "
         '<a href="https://keras.io">good</a> &lt;img src=x onerror=alert(1)&gt;</p>\n'
     )
@@ -435,24 +446,85 @@ def test_cli_errors_say_what_to_do(tiny_course):
 
 
 def _artifacts(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("AUTOGRADER_ARTIFACTS") or tmp_path / "artifacts")
+    """Where the screenshots are kept: $AUTOGRADER_ARTIFACTS, else tests/artifacts/ (ignored
+    by git), so a run leaves them to look at."""
+    default = Path(__file__).parent / "artifacts"
+    folder = Path(os.environ.get("AUTOGRADER_ARTIFACTS") or default)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
 
+def _hand_graded_page(course: Course, student: str = "hacker") -> str:
+    from conftest import enter_hand_grades
+
+    enter_hand_grades(course.gradebook_url)
+    [page] = write_feedback(course, "ps1", students=[student])
+    return page.read_text()
+
+
+def test_a_hand_grade_reaches_the_page_at_the_next_feedback_without_regrading(
+    user_guide_course,
+):
+    [page] = write_feedback(user_guide_course, "ps1", students=["hacker"])
+    before = page.read_text()
+    assert '<span class="score">3</span> / 13 points' in before
+    # Two answers, a task and two written answers wait, in the table and on their cells.
+    assert before.count(">waiting for a grader</") == 2 * 5
+    html = _hand_graded_page(user_guide_course)
+    assert '<span class="score">9</span> / 13 points' in html
+    # Per-notebook subtotals, in the contents, the item table and the notebooks' headings.
+    assert 'problem1.ipynb</a> <span class="muted">(8 / 10)</span>' in html
+    assert '<tr class="subtotal"><th>problem2.ipynb</th><th class="num">1 / 3</th>' in html
+    # The grader's comment, escaped like everything else.
+    assert "the grader wrote: Nice use case [/] &lt;b&gt;bold&lt;/b&gt;" in html
+    assert "<b>bold</b>" not in html
+    assert "graded by hand: 3 of 4 points; the grader wrote: Geometric sum only." in html
+    assert "score set by a grader: 0 of 1 points" in html
+
+
+def test_the_page_shows_math_the_released_image_highlighted_code_and_cell_verdicts(
+    user_guide_course,
+):
+    html = _hand_graded_page(user_guide_course)
+    # Math as MathML, no MathJax, no dollar signs left of the problem text.
+    assert html.count("<math ") >= 10 and "mathjax" not in html.lower()
+    assert "$x_i=i^2$" not in html
+    # The assignment's own image, inlined from the instructor's files.
+    assert html.count('<img class="figure" src="data:image/png;base64,iVBOR') == 1
+    assert "[image: ]" not in html
+    # Code highlighted by Pygments, styled by its classes.
+    assert (
+        '<span class="k">def</span><span class="w"> </span><span class="nf">squares</span>' in html
+    )
+    assert "pre.source .k {" in html
+    # Every scored cell headed by its verdict and points, and linked from the item table.
+    cells = re.findall(r'<div class="cell [^"]*graded ([a-z]+)-cell" id="(cell-\d+-\d+)">', html)
+    assert len(cells) == 9  # 4 tests, 4 answers, 1 task
+    assert {state for state, _ in cells} == {"pass", "fail", "hand", "pending"}
+    for _, anchor in cells:
+        assert f'<a href="#{anchor}"><strong>' in html
+    assert (
+        '<strong>part-b</strong> <span class="muted">(manual)</span>\n&middot; <span class="pending">waiting for a grader</span> &middot; 0 / 2 points'
+        in html
+    )
+    assert '<span class="hand">graded by hand</span> &middot; 1 / 1 points' in html
+
+
 def test_pages_load_in_headless_chromium_without_console_errors(
-    graded_course, tmp_path, record_property
+    graded_course, user_guide_course, tmp_path, record_property
 ):
     from browser import Chromium, chromium_path
 
     binary = chromium_path()
     if binary is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
-    pytest.importorskip("websocket", reason="websocket-client is not installed (dev extra)")
+    pytest.importorskip("playwright", reason="playwright is not installed (dev extra)")
+    _hand_graded_page(user_guide_course)
     pages = {
         "feedback-alice": write_feedback(graded_course, "tiny", students=["alice"])[0],
         "feedback-bob": write_feedback(graded_course, "tiny", students=["bob"])[0],
         "leaderboard": write_leaderboard(graded_course, "tiny"),
+        "feedback-user-guide": user_guide_course.feedback("hacker", "ps1") / "index.html",
     }
     artifacts = _artifacts(tmp_path)
     with Chromium(binary) as browser:
@@ -468,6 +540,24 @@ def test_pages_load_in_headless_chromium_without_console_errors(
                 f"{name} scrolls sideways on a phone by {load.overflow_px} px"
             )
             assert load.title
+            if name == "feedback-user-guide":
+                page = load.page
+                # MathML is laid out by the browser itself (a box with a size, not raw TeX).
+                boxes = page.evaluate(
+                    "[...document.querySelectorAll('math')].map(m => m.getBoundingClientRect())"
+                    ".map(r => [r.width, r.height])"
+                )
+                assert len(boxes) >= 10 and all(w > 0 and h > 0 for w, h in boxes), boxes
+                assert page.evaluate("[...document.images].map(i => i.naturalWidth)") == [200]
+                colours = page.evaluate(
+                    "[...document.querySelectorAll('pre.source .k')].slice(0, 3)"
+                    ".map(e => getComputedStyle(e).color)"
+                )
+                assert colours and all(c != "rgb(27, 31, 36)" for c in colours), colours
+                assert page.locator(".verdict").count() == 9
+                # A link of the item table lands on its cell.
+                page.click("a[href^='#cell-'] >> nth=0")
+                assert page.evaluate("location.hash").startswith("#cell-")
 
 
 def test_a_submission_that_never_ran_gets_a_page_saying_why(tiny_course, submit):
