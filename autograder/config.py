@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -178,6 +179,50 @@ class CsvCheck:
     kind: str = "csv"
 
 
+@dataclasses.dataclass(frozen=True)
+class ServiceConfig:
+    """How the workshop service (``autograder serve``) takes this assignment's submissions."""
+
+    deadline: str = dataclasses.field(
+        default="",
+        metadata=_help("after it submissions are accepted and marked late (ISO 8601 with zone)"),
+    )
+    hard_deadline: str = dataclasses.field(
+        default="", metadata=_help("after it submissions are refused (ISO 8601 with zone)")
+    )
+    max_upload: str = dataclasses.field(
+        default="20M", metadata=_help("largest upload (the whole request), e.g. 20M")
+    )
+    min_interval_s: float = dataclasses.field(
+        default=0.0, metadata=_help("seconds a participant waits between two submissions")
+    )
+    max_per_window: int = dataclasses.field(
+        default=0, metadata=_help("submissions a participant may make per window (0: no limit)")
+    )
+    window_s: float = dataclasses.field(
+        default=86400.0, metadata=_help("the rolling window of max_per_window, in seconds")
+    )
+
+    def deadline_at(self) -> datetime | None:
+        return parse_time(self.deadline, "deadline") if self.deadline else None
+
+    def hard_deadline_at(self) -> datetime | None:
+        return parse_time(self.hard_deadline, "hard_deadline") if self.hard_deadline else None
+
+
+def parse_time(text: str, what: str = "time") -> datetime:
+    """An ISO 8601 time with its zone (``2026-12-01T18:00:00+03:00``, or ``Z`` for UTC)."""
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{what} {text!r} is not a time; write it as 2026-12-01T18:00:00+03:00"
+        ) from None
+    if when.tzinfo is None:
+        raise ConfigError(f"{what} {text!r} has no time zone; add one, e.g. {text}+00:00 for UTC")
+    return when
+
+
 Check = AccuracyCheck | CsvCheck
 CHECK_KINDS: dict[str, type[AccuracyCheck] | type[CsvCheck]] = {
     "accuracy": AccuracyCheck,
@@ -199,6 +244,7 @@ class AssignmentConfig:
     )
     execute: ExecuteConfig = dataclasses.field(default_factory=ExecuteConfig)
     checks: tuple[Check, ...] = ()
+    service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
 
     @property
     def max_check_points(self) -> float:
@@ -264,11 +310,21 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
     top = dict(data.pop("assignment", {}))
     execute_table = data.pop("execute", {})
     check_tables = data.pop("checks", [])
+    service_table = data.pop("service", {})
     if data:
         raise ConfigError(
             f"{where}: unknown table(s) {', '.join(sorted(data))}; valid tables are "
-            "[assignment], [execute] and [[checks]]"
+            "[assignment], [execute], [service] and [[checks]]"
         )
+    service = _build(ServiceConfig, dict(service_table), f"{where} [service]")
+    _check_types(service, f"{where} [service]")
+    try:
+        parse_size(service.max_upload)
+        service.deadline_at(), service.hard_deadline_at()
+    except ConfigError as exc:
+        raise ConfigError(f"{where} [service]: {exc}") from None
+    if min(service.min_interval_s, service.max_per_window, service.window_s) < 0:
+        raise ConfigError(f"{where} [service]: limits must not be negative")
     execute = _build(ExecuteConfig, dict(execute_table), f"{where} [execute]")
     _check_types(execute, f"{where} [execute]")
     if not isinstance(execute.parameters, dict):
@@ -326,6 +382,7 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
         dataset=dataset,
         execute=execute,
         checks=tuple(checks),
+        service=service,
     )
 
 

@@ -355,6 +355,8 @@ def fingerprint(index: dict[str, SourceNotebook], config: AssignmentConfig) -> s
     config_data = dataclasses.asdict(config)
     # What a waiting kernel imports changes how fast a notebook starts, not its grade.
     config_data["execute"].pop("prestart_imports", None)
+    # Nor do deadlines and upload limits of the service.
+    config_data.pop("service", None)
     payload = json.dumps(
         {
             "index": {k: dataclasses.asdict(v) for k, v in sorted(index.items())},

@@ -78,7 +78,8 @@ def test_a_full_config_parses_with_types_and_defaults():
         ),
         (
             {"grading": {}},
-            "a.toml: unknown table(s) grading; valid tables are [assignment], [execute] and [[checks]]",
+            "a.toml: unknown table(s) grading; valid tables are [assignment], [execute], "
+            "[service] and [[checks]]",
         ),
         (
             {"assignment": {"dataset": "../secrets"}},
@@ -88,6 +89,29 @@ def test_a_full_config_parses_with_types_and_defaults():
         (
             {"checks": [{"id": "x", "kind": "csv", "points": 1, "min_score": "high"}]},
             "a.toml [[checks]] #1: min_score must be a number, got 'high'",
+        ),
+        (
+            {"service": {"deadline": "friday"}},
+            "a.toml [service]: deadline 'friday' is not a time; write it as "
+            "2026-12-01T18:00:00+03:00",
+        ),
+        (
+            {"service": {"hard_deadline": "2026-12-01T18:00"}},
+            "a.toml [service]: hard_deadline '2026-12-01T18:00' has no time zone; add one, "
+            "e.g. 2026-12-01T18:00+00:00 for UTC",
+        ),
+        (
+            {"service": {"max_upload": "huge"}},
+            "a.toml [service]: size 'huge' is not understood; write e.g. 2G, 512M or 1000000",
+        ),
+        (
+            {"service": {"max_per_window": -1}},
+            "a.toml [service]: limits must not be negative",
+        ),
+        (
+            {"service": {"quota": 3}},
+            "a.toml [service]: unknown key(s) quota; valid keys are deadline, hard_deadline, "
+            "max_per_window, max_upload, min_interval_s, window_s",
         ),
     ],
 )
