@@ -12,6 +12,7 @@ from .clioptions import Registered, grade_settings, gradebook_option, with_run_o
 from .config import Course
 from .errors import AutograderError
 from .fastimport import skip_slow_optional_imports
+from .submitcli import submit_cmd
 
 skip_slow_optional_imports()
 
@@ -433,6 +434,9 @@ def kaggle_submit(file: Path, competition: str, message: str) -> None:
     click.echo(result.check_summary)
     click.echo(f"submitted {file} to {competition}: {result.kaggle_message}")
     click.echo(f"  scores: {result.url}")
+
+
+cli.add_command(submit_cmd)
 
 
 def main() -> None:
