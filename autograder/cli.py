@@ -13,6 +13,7 @@ from .config import Course
 from .errors import AutograderError
 from .fastimport import skip_slow_optional_imports
 from .servecli import roster_cmd, serve_cmd
+from .submitcli import submit_cmd
 
 skip_slow_optional_imports()
 
@@ -438,6 +439,7 @@ def kaggle_submit(file: Path, competition: str, message: str) -> None:
 
 cli.add_command(serve_cmd)
 cli.add_command(roster_cmd)
+cli.add_command(submit_cmd)
 
 
 def main() -> None:

@@ -93,9 +93,32 @@ class Service:
         )
         self._lock = threading.Lock()
         self._leaderboards: dict[str, tuple[float, str]] = {}
+        self._keys: dict[tuple[str, str], tuple[float, str]] = {}
         #: Called with (submission, result) when its page shows older scores than the
         #: gradebook's (the dispatcher writes it again); None: pages are served as written.
         self.on_stale_page: Any = None
+
+    #: How long an upload's ``Idempotency-Key`` is remembered.
+    IDEMPOTENCY_S = 3600.0
+
+    def repeated(self, member: Member, key: str) -> Submission | None:
+        """The submission an earlier upload with the same ``Idempotency-Key`` made."""
+        if not key:
+            return None
+        with self._lock:
+            seen = self._keys.get((member.name, key))
+        if seen is None or time.monotonic() - seen[0] > self.IDEMPOTENCY_S:
+            return None
+        return self.queue.get(seen[1])
+
+    def remember(self, member: Member, key: str, sub_id: str) -> None:
+        if key:
+            with self._lock:
+                now = time.monotonic()
+                self._keys = {
+                    k: v for k, v in self._keys.items() if now - v[0] < self.IDEMPOTENCY_S
+                }
+                self._keys[(member.name, key)] = (now, sub_id)
 
     def leaderboard(self, assignment: str, max_age_s: float = 10.0) -> str:
         """The leaderboard page (public scores), rendered at most every ``max_age_s``."""

@@ -78,7 +78,16 @@ def create_app(service: Service) -> Any:
         who = await member(request)
         name, files = await service.receive_files(request)
 
+        key = request.headers.get("idempotency-key", "")[:100]
+
         def accept() -> dict[str, Any]:
+            earlier = service.repeated(who, key)
+            if earlier is not None:
+                # The same upload again (a client retrying after a lost answer): the
+                # submission it made already, not a second one.
+                return service.status(request, earlier, service.queue.positions()) | {
+                    "replaced": []
+                }
             if name not in service.course.assignments():
                 known = ", ".join(service.course.assignments()) or "none"
                 raise Refused(422, f"no assignment {_clean(name)!r}; the assignments are {known}")
@@ -88,6 +97,7 @@ def create_app(service: Service) -> Any:
                 raise Refused(413, f"the upload is larger than {limit // 2**20} MiB; send less")
             late = service.check_window(who, config, time.time())
             sub_id, replaced = service.store(who, config, files, late)
+            service.remember(who, key, sub_id)
             sub = service.queue.get(sub_id)
             assert sub is not None
             body = service.status(request, sub, service.queue.positions())

@@ -525,3 +525,46 @@ def test_kill_9_loses_nothing_and_grades_each_submission_once(course, solution):
     }
     assert recorded == ids
     assert all(r.attempts <= 2 for r in rows)
+
+
+def test_autograder_submit_hands_in_to_the_real_service_and_prints_the_verdict(
+    course, solution, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    notebook = tmp_path / "hand-in" / "tiny.ipynb"
+    notebook.parent.mkdir()
+    notebook.write_bytes(solution.read_bytes())
+    with LiveService(course) as live:
+        token = live.token("ann")
+        out = subprocess.run(
+            [sys.executable, "-m", "autograder", "submit", str(notebook), "--server", live.url],
+            env=dict(os.environ, AUTOGRADER_TOKEN=token),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "3 / 4 points" in out.stdout
+        assert f"{live.url}/feedback/" in out.stdout
+        assert token not in out.stdout + out.stderr
+        [sub] = live.queue.of_student("ann")
+        assert sub.status == "graded"
+
+
+def test_an_upload_sent_twice_with_one_idempotency_key_is_one_submission(course, solution):
+    with (
+        LiveService(course, start_graders=False) as live,
+        httpx.Client(base_url=live.url, timeout=30) as client,
+    ):
+        token = live.token("ann")
+        answers = [
+            client.post(
+                "/api/submissions",
+                data={"assignment": "tiny"},
+                files=notebook_files(solution),
+                headers=auth(token) | {"Idempotency-Key": "k1"},
+            ).json()
+            for _ in range(2)
+        ]
+        assert answers[0]["id"] == answers[1]["id"]
+        assert len(live.queue.of_student("ann")) == 1
