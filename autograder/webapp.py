@@ -17,7 +17,8 @@ from markupsafe import escape
 from .config import load_assignment
 from .dispatch import page_digest, pages
 from .errors import AutograderError
-from .service import COOKIE, CSP, Refused, Service, _clean, check_join
+from .intake import Refused
+from .service import COOKIE, CSP, Service, _clean, check_join
 
 log = logging.getLogger("autograder.service")
 
