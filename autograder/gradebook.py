@@ -1,16 +1,19 @@
-"""Step 5 of grading: record results in nbgrader's gradebook (SQLite by default).
+"""Step 5 of grading: record results in nbgrader's gradebook (SQLite by default, or PostgreSQL).
 
 Only the coordinator calls this module: one writer, so no two processes ever race on the
 database. Every item (nbgrader test cells, and our held-out accuracy and CSV checks) is a grade
 in nbgrader's own tables, so ``nbgrader export`` and formgrader show the same totals as we do.
 Beside nbgrader's tables, ``autograder_results`` keeps the whole :class:`SubmissionResult`
 (status, messages, details) with the fingerprint that tells an unchanged submission from a
-changed one. A submission's grades and its result row are committed in one transaction.
+changed one. A submission's grades and its result row are committed in one transaction. The
+SQL is what SQLite and PostgreSQL both speak (SQLAlchemy's, none written for one database), and
+nothing depends on a database's own order of rows.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import sys
@@ -27,26 +30,37 @@ from .release import SourceNotebook
 from .results import SubmissionResult
 from .scores import grade_rows, grader_comments, joined
 
-_RESULTS_TABLE = """
-CREATE TABLE IF NOT EXISTS autograder_results (
-    student TEXT NOT NULL,
-    assignment TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    status TEXT NOT NULL,
-    score REAL NOT NULL,
-    max_score REAL NOT NULL,
-    graded_at TEXT NOT NULL,
-    record TEXT NOT NULL,
-    PRIMARY KEY (student, assignment)
-)
-"""
+
+@functools.cache
+def _results_table() -> Any:
+    """``autograder_results`` as a SQLAlchemy table: one row per (student, assignment).
+
+    Declared with SQLAlchemy's types rather than as SQL text, so each database gets DDL of
+    its own: ``Float`` is a double on SQLite and PostgreSQL alike, where ``REAL`` would be a
+    single-precision float on PostgreSQL. The key columns are as wide as nbgrader's names."""
+    import sqlalchemy as sa
+
+    return sa.Table(
+        "autograder_results",
+        sa.MetaData(),
+        sa.Column("student", sa.String(128), primary_key=True),
+        sa.Column("assignment", sa.String(128), primary_key=True),
+        sa.Column("fingerprint", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("max_score", sa.Float, nullable=False),
+        sa.Column("graded_at", sa.Text, nullable=False),
+        sa.Column("record", sa.Text, nullable=False),
+    )
 
 
 @contextmanager
 def open_gradebook(url: str) -> Iterator[Any]:
-    """nbgrader's Gradebook at ``url``, with our results table created if missing."""
+    """nbgrader's Gradebook at ``url``, with our results table created if missing.
+
+    Any SQLAlchemy URL nbgrader accepts: SQLite (the default) or PostgreSQL
+    (``postgresql+psycopg://...``, the ``postgres`` extra)."""
     from nbgrader.api import Gradebook
-    from sqlalchemy import text
     from sqlalchemy.exc import SAWarning
 
     # nbgrader stamps a new database by running the 'alembic' command, which lives beside our
@@ -57,10 +71,16 @@ def open_gradebook(url: str) -> Iterator[Any]:
     with warnings.catch_warnings():
         # nbgrader's add_submission trips SQLAlchemy 2's autoflush notices; they are harmless.
         warnings.filterwarnings("ignore", category=SAWarning)
-        with Gradebook(url) as gb:
-            gb.db.execute(text(_RESULTS_TABLE))
+        gb = Gradebook(url)
+        try:
+            _results_table().create(gb.db.connection(), checkfirst=True)
             gb.db.commit()
             yield gb
+        finally:
+            gb.close()
+            # nbgrader makes an engine per Gradebook and leaves its pool open: on a server
+            # database every call would keep a connection until garbage collection.
+            gb.engine.dispose()
 
 
 def register_assignment(
@@ -146,8 +166,8 @@ def record(url: str, result: SubmissionResult) -> SubmissionResult:
 
     Returns the result as the gradebook now scores it (a grader's earlier hand grades kept).
     """
+    import sqlalchemy as sa
     from nbgrader.api import Comment, Grade, MissingEntry
-    from sqlalchemy import text
 
     with open_gradebook(url) as gb:
         gb.update_or_create_student(result.student)
@@ -155,7 +175,8 @@ def record(url: str, result: SubmissionResult) -> SubmissionResult:
         kwargs: dict[str, Any] = {"timestamp": timestamp} if timestamp else {}
         submission = gb.update_or_create_submission(result.assignment, result.student, **kwargs)
         notebooks = {nb.notebook.name: nb for nb in submission.notebooks}
-        default_nb = next(iter(notebooks), "")
+        # The first by name, as SQLite lists them; other databases list them in any order.
+        default_nb = min(notebooks, default="")
         for item in result.items:
             nb_name = item.notebook or default_nb
             if nb_name not in notebooks:
@@ -192,23 +213,25 @@ def record(url: str, result: SubmissionResult) -> SubmissionResult:
                     gb.db.add(comment)
                 unanswered = item.kind == "manual" and not item.needs_manual_grade
                 comment.auto_comment = "No response." if unanswered and item.score == 0 else None
-        gb.db.execute(
-            text(
-                "INSERT OR REPLACE INTO autograder_results (student, assignment, fingerprint, "
-                "status, score, max_score, graded_at, record) VALUES (:student, :assignment, "
-                ":fingerprint, :status, :score, :max_score, :graded_at, :record)"
-            ),
-            {
-                "student": result.student,
-                "assignment": result.assignment,
-                "fingerprint": result.fingerprint,
-                "status": result.status,
-                "score": result.score,
-                "max_score": result.max_score,
-                "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "record": json.dumps(result.to_record(), default=str),
-            },
+        # Our row replaced in the same transaction, in SQL every database speaks (SQLite's
+        # INSERT OR REPLACE is SQLite's own). One writer per submission: the coordinator.
+        table = _results_table()
+        row = {
+            "fingerprint": result.fingerprint,
+            "status": result.status,
+            "score": result.score,
+            "max_score": result.max_score,
+            "graded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "record": json.dumps(result.to_record(), default=str),
+        }
+        key = {"student": result.student, "assignment": result.assignment}
+        updated = gb.db.execute(
+            sa.update(table)
+            .where(table.c.student == result.student, table.c.assignment == result.assignment)
+            .values(row)
         )
+        if updated.rowcount == 0:
+            gb.db.execute(sa.insert(table).values({**key, **row}))
         gb.db.commit()
         grades = grade_rows(gb, result.assignment, result.student)
         comments = grader_comments(gb, result.assignment, result.student)
@@ -217,12 +240,12 @@ def record(url: str, result: SubmissionResult) -> SubmissionResult:
 
 def fingerprints(url: str, assignment: str) -> dict[str, str]:
     """Fingerprint of the recorded result of every student of ``assignment``."""
-    from sqlalchemy import text
+    import sqlalchemy as sa
 
+    table = _results_table()
     with open_gradebook(url) as gb:
         rows = gb.db.execute(
-            text("SELECT student, fingerprint FROM autograder_results WHERE assignment = :a"),
-            {"a": assignment},
+            sa.select(table.c.student, table.c.fingerprint).where(table.c.assignment == assignment)
         )
         return {student: fp for student, fp in rows}
 
@@ -232,18 +255,20 @@ def load_results(url: str, assignment: str) -> list[SubmissionResult]:
     nbgrader's tables: what a grader entered by hand (formgrader, or nbgrader's API) overrides
     the automatic score, extra credit counts, and the grader's comments come along. Our own
     row supplies what nbgrader does not hold (status, messages, details, timings)."""
-    from sqlalchemy import text
+    import sqlalchemy as sa
 
+    table = _results_table()
     with open_gradebook(url) as gb:
         rows = gb.db.execute(
-            text("SELECT record FROM autograder_results WHERE assignment = :a ORDER BY student"),
-            {"a": assignment},
+            sa.select(table.c.student, table.c.record).where(table.c.assignment == assignment)
         ).fetchall()
         grades = grade_rows(gb, assignment)
         comments = grader_comments(gb, assignment)
     out = []
-    for row in rows:
-        result = SubmissionResult.from_record(json.loads(row[0]))
+    # Sorted here, not by ORDER BY: a server database sorts by its collation (PostgreSQL's
+    # en_US puts "bob" before "Carol"), SQLite by code point, as Python does.
+    for _, record_ in sorted(rows, key=lambda row: row[0]):
+        result = SubmissionResult.from_record(json.loads(record_))
         out.append(joined(result, grades.get(result.student, {}), comments))
     return out
 
@@ -286,7 +311,7 @@ def export_rows(url: str, assignment: str) -> list[dict[str, str]]:
             record_ = gb.find_assignment(assignment)
         except MissingEntry:
             return []
-        for student in gb.students:
+        for student in sorted(gb.students, key=_name_order):
             row: dict[str, Any] = {
                 "assignment": record_.name,
                 "duedate": record_.duedate,
@@ -310,6 +335,14 @@ def export_rows(url: str, assignment: str) -> list[dict[str, str]]:
                 )
             rows.append({k: "" if v is None else str(v) for k, v in row.items()})
     return rows
+
+
+def _name_order(student: Any) -> tuple[Any, ...]:
+    """nbgrader's order of students (by last name, then first name) made the same on every
+    database: SQLite puts missing names first and ties in insertion order, PostgreSQL missing
+    names last and ties in any order; here missing names come first and ties go by id."""
+    last, first = student.last_name, student.first_name
+    return (last is not None, last or "", first is not None, first or "", student.id)
 
 
 def write_csv(results: Sequence[SubmissionResult], path: Path, *, course: Course) -> None:

@@ -3,7 +3,8 @@
 # project and its dependencies. Safe to run again: it installs only what is missing or stale.
 #
 #   scripts/bootstrap.sh demo   what 'make demo' needs (the sandbox, the CPU TensorFlow)
-#   scripts/bootstrap.sh test   plus what the tests use (Fashion-MNIST, Chromium, dev tools)
+#   scripts/bootstrap.sh test   plus what the tests use (Fashion-MNIST, Chromium, PostgreSQL,
+#                               dev tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-demo}
@@ -11,7 +12,7 @@ case "$profile" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; es
 
 apt_packages=(bubblewrap)
 if [ "$profile" = test ]; then
-  apt_packages+=(dataset-fashion-mnist chromium)
+  apt_packages+=(dataset-fashion-mnist chromium postgresql)
 fi
 
 missing=()
@@ -59,7 +60,7 @@ if [ ! -x .venv/bin/python ]; then
   }
 fi
 
-extras="cpu,kaggle,dask"
+extras="cpu,kaggle,dask,postgres"
 [ "$profile" = test ] && extras="$extras,dev"
 stamp=".venv/.installed-$profile"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"

@@ -218,6 +218,33 @@ def copy_fixture(name: str, dest: Path) -> Path:
     return dest
 
 
+# PostgreSQL: one server for the whole session (tests/pgserver.py), a new database per test.
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server of the session's own, started on first use (a second or two) and
+    stopped at the end: ``.url`` is the SQLAlchemy URL of its database ``autograder``,
+    ``.create_database(name=None, template=None)`` makes another and returns its URL. Skips,
+    saying what to install, where PostgreSQL or psycopg is missing."""
+    import pgserver
+
+    pytest.importorskip(
+        "psycopg", reason="psycopg is not installed; install it: pip install -e '.[postgres]'"
+    )
+    if pgserver.find_bindir() is None:
+        pytest.skip(f"PostgreSQL is not installed; install it: {pgserver.INSTALL}")
+    server = pgserver.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """The SQLAlchemy URL of a new, empty PostgreSQL database (``--gradebook URL``)."""
+    return postgres_server.create_database()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip the gpu tests on machines without a CUDA device, and the sandbox tests where
     bubblewrap or user namespaces do not work, each with the reason."""

@@ -568,3 +568,34 @@ def test_an_upload_sent_twice_with_one_idempotency_key_is_one_submission(course,
         ]
         assert answers[0]["id"] == answers[1]["id"]
         assert len(live.queue.of_student("ann")) == 1
+
+
+def test_the_service_runs_on_postgresql_with_two_graders(tmp_path, postgres_url):
+    import dataclasses
+
+    course = dataclasses.replace(make_tiny_course(tmp_path / "pg-course"), gradebook=postgres_url)
+    solution = tmp_path / "tiny.ipynb"
+    nbformat.write(complete(course), solution)
+    with (
+        LiveService(course, workers=2) as live,
+        httpx.Client(base_url=live.url, timeout=30) as client,
+    ):
+        tokens = {name: live.token(name) for name in ("ann", "ben", "cat")}
+        urls = {}
+        for name, token in tokens.items():
+            r = client.post(
+                "/api/submissions",
+                data={"assignment": "tiny"},
+                files=notebook_files(solution),
+                headers=auth(token),
+            )
+            assert r.status_code == 202, r.text
+            urls[name] = r.json()["url"]
+        done = {n: wait_for(client, u, tokens[n]) for n, u in urls.items()}
+        assert {n: (d["status"], d["score"]) for n, d in done.items()} == dict.fromkeys(
+            tokens, ("graded", 3.0)
+        )
+        teacher = live.token("teacher", instructor=True)
+        klass = client.get("/api/class/tiny", headers=auth(teacher)).json()
+        assert sorted(r["student"] for r in klass) == ["ann", "ben", "cat"]
+    assert not (course.root / "gradebook.db").exists()  # everything went to PostgreSQL
