@@ -65,6 +65,8 @@ def _metadata() -> Any:
         sa.Column("max_score", sa.Float, nullable=True),
         sa.Column("message", sa.Text, nullable=False, default=""),
         sa.Column("grader_fault", sa.Boolean, nullable=False, default=False),
+        # Queued by the instructor (a regrade): not the participant's, never in a quota.
+        sa.Column("regrade", sa.Boolean, nullable=False, default=False),
     )
     sa.Table(
         "autograder_extensions",
@@ -73,7 +75,30 @@ def _metadata() -> Any:
         sa.Column("assignment", sa.String(128), primary_key=True),
         sa.Column("until", sa.String(40), nullable=False),
     )
+    sa.Table(
+        "autograder_actions",
+        meta,
+        sa.Column("id", sa.String(32), primary_key=True),
+        sa.Column("at", sa.Float, nullable=False, index=True),
+        sa.Column("who", sa.String(64), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False, default=""),
+    )
+    sa.Table(
+        "autograder_flags",
+        meta,
+        sa.Column("name", sa.String(200), primary_key=True),
+        sa.Column("value", sa.String(200), nullable=False),
+    )
     return meta
+
+
+def actions_table() -> Any:
+    return _metadata().tables["autograder_actions"]
+
+
+def flags_table() -> Any:
+    return _metadata().tables["autograder_flags"]
 
 
 def roster_table() -> Any:
@@ -134,6 +159,7 @@ class Submission:
     max_score: float | None
     message: str
     grader_fault: bool
+    regrade: bool = False
 
     @property
     def done(self) -> bool:
@@ -145,6 +171,7 @@ def _submission(row: Any) -> Submission:
     data["files"] = tuple(json.loads(data["files"] or "[]"))
     data["late"] = bool(data["late"])
     data["grader_fault"] = bool(data["grader_fault"])
+    data["regrade"] = bool(data.get("regrade"))
     return Submission(**data)
 
 
@@ -186,6 +213,7 @@ class Queue:
         files: Sequence[dict[str, str]],
         late: bool,
         now: float | None = None,
+        regrade: bool = False,
     ) -> list[str]:
         """Queue a submission; return the ids of the older ones of the same participant and
         assignment it replaced (they were still waiting)."""
@@ -227,6 +255,7 @@ class Queue:
                     files=json.dumps(list(files)),
                     message="",
                     grader_fault=False,
+                    regrade=regrade,
                 )
             )
         return replaced
@@ -361,6 +390,7 @@ class Queue:
                     t.c.assignment == assignment,
                     t.c.received_at >= since,
                     t.c.grader_fault.is_(False),
+                    t.c.regrade.is_(False),
                 )
                 .order_by(t.c.received_at)
             ).all()

@@ -112,8 +112,14 @@ class Service:
                 }
                 self._keys[(member.name, key)] = (now, sub_id)
 
+    def forget_leaderboard(self, assignment: str) -> None:
+        with self._lock:
+            self._leaderboards.pop(assignment, None)
+
     def leaderboard(self, assignment: str, max_age_s: float = 10.0) -> str:
-        """The leaderboard page (public scores), rendered at most every ``max_age_s``."""
+        """The leaderboard page (public scores; private ones once the instructor revealed
+        them), rendered at most every ``max_age_s``."""
+        from .classroom import revealed
         from .leaderboard import write_leaderboard
 
         if assignment not in self.course.assignments():
@@ -125,9 +131,14 @@ class Service:
         output = self.course.state / "service" / f"leaderboard-{assignment}.html"
         output.parent.mkdir(parents=True, exist_ok=True)
         try:
-            html = write_leaderboard(self.course, assignment, output=output).read_text()
+            final = revealed(self, assignment)
+            page = write_leaderboard(self.course, assignment, final=final, output=output)
+            html = page.read_text()
         except AutograderError as exc:
             raise Refused(404, str(exc)) from None
+        if not final:
+            # During the workshop the page reloads itself (no script: a meta refresh).
+            html = html.replace("<head>", '<head>\n<meta http-equiv="refresh" content="30">', 1)
         with self._lock:
             self._leaderboards[assignment] = (time.monotonic(), html)
         return html
@@ -381,7 +392,7 @@ class Service:
             request.headers,
             counted(),
             max_files=MAX_FILES,
-            max_fields=4,
+            max_fields=6,
             # A part sent without a file name arrives as a field: as large as a file may be.
             max_part_size=limit,
         )
@@ -399,14 +410,42 @@ class Service:
         files = []
         for value in form.getlist("files"):
             if isinstance(value, UploadFile):
-                files.append((_clean(value.filename or "", 120), await value.read()))
+                data = await value.read()
                 await value.close()
+                if data or value.filename:
+                    # A form's file input left empty sends an empty part with no name.
+                    files.append((_clean(value.filename or "", 120), data))
             else:
                 files.append(("", str(value).encode("utf-8")))
         if not files:
             raise Refused(415, "the form has no files; send the notebook in 'files'")
         request.state.received = received
+        csrf = form.get("csrf")
+        request.state.form_csrf = csrf if isinstance(csrf, str) else ""
         return assignment.strip()[:MAX_FIELD_CHARS], files
+
+    def accept(
+        self, request: Any, member: Member, name: str, files: list[tuple[str, bytes]], key: str
+    ) -> dict[str, Any]:
+        """Check, store and queue one upload; its status as the 202 answer says it. The same
+        ``Idempotency-Key`` again (a client retrying after a lost answer) is the submission it
+        made already, not a second one."""
+        earlier = self.repeated(member, key)
+        if earlier is not None:
+            return self.status(request, earlier, self.queue.positions()) | {"replaced": []}
+        if name not in self.course.assignments():
+            known = ", ".join(self.course.assignments()) or "none"
+            raise Refused(422, f"no assignment {_clean(name)!r}; the assignments are {known}")
+        config = load_assignment(self.course, name)
+        limit = self.upload_limit(config)
+        if request.state.received > limit:
+            raise Refused(413, f"the upload is larger than {limit // 2**20} MiB; send less")
+        late = self.check_window(member, config, time.time())
+        sub_id, replaced = self.store(member, config, files, late)
+        self.remember(member, key, sub_id)
+        sub = self.queue.get(sub_id)
+        assert sub is not None
+        return self.status(request, sub, self.queue.positions()) | {"replaced": replaced}
 
     def store(
         self, member: Member, config: Any, files: list[tuple[str, bytes]], late: bool

@@ -12,13 +12,11 @@ import logging
 import time
 from typing import Any
 
-from markupsafe import escape
-
-from .config import load_assignment
 from .dispatch import page_digest, pages
 from .errors import AutograderError
 from .intake import Refused
 from .service import COOKIE, CSP, Service, _clean, check_join
+from .webpages import page_routes
 
 log = logging.getLogger("autograder.service")
 
@@ -80,32 +78,7 @@ def create_app(service: Service) -> Any:
         name, files = await service.receive_files(request)
 
         key = request.headers.get("idempotency-key", "")[:100]
-
-        def accept() -> dict[str, Any]:
-            earlier = service.repeated(who, key)
-            if earlier is not None:
-                # The same upload again (a client retrying after a lost answer): the
-                # submission it made already, not a second one.
-                return service.status(request, earlier, service.queue.positions()) | {
-                    "replaced": []
-                }
-            if name not in service.course.assignments():
-                known = ", ".join(service.course.assignments()) or "none"
-                raise Refused(422, f"no assignment {_clean(name)!r}; the assignments are {known}")
-            config = load_assignment(service.course, name)
-            limit = service.upload_limit(config)
-            if request.state.received > limit:
-                raise Refused(413, f"the upload is larger than {limit // 2**20} MiB; send less")
-            late = service.check_window(who, config, time.time())
-            sub_id, replaced = service.store(who, config, files, late)
-            service.remember(who, key, sub_id)
-            sub = service.queue.get(sub_id)
-            assert sub is not None
-            body = service.status(request, sub, service.queue.positions())
-            body["replaced"] = replaced
-            return body
-
-        body = await run_in_threadpool(accept)
+        body = await run_in_threadpool(service.accept, request, who, name, files, key)
         return JSONResponse(body, status_code=202, headers={"Location": body["url"]})
 
     async def my_submissions(request: Request) -> Response:
@@ -187,36 +160,6 @@ def create_app(service: Service) -> Any:
         )
         return response
 
-    async def home(request: Request) -> Response:
-        who = await member(request)
-
-        def page() -> str:
-            rows = "".join(
-                f"<li>{escape(a['title'])} (<code>{escape(a['name'])}</code>)"
-                f"{' &middot; deadline ' + str(escape(a['deadline'])) if a['deadline'] else ''}"
-                "</li>"
-                for a in service.assignments()
-            )
-            subs = "".join(
-                f"<li>{escape(s.assignment)}: {escape(s.status)}"
-                + (
-                    f' &middot; <a href="/feedback/{escape(s.id)}">feedback</a>'
-                    if (pages(service.course) / f"{s.id}.html").is_file()
-                    else ""
-                )
-                + "</li>"
-                for s in service.queue.of_student(who.name)
-            )
-            return (
-                '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-                '<meta name="viewport" content="width=device-width, initial-scale=1">'
-                f"<title>My workshop</title></head><body><h1>Signed in as {escape(who.name)}</h1>"
-                f"<h2>Assignments</h2><ul>{rows}</ul><h2>Your submissions</h2>"
-                f"<ul>{subs or '<li>none yet</li>'}</ul></body></html>"
-            )
-
-        return HTMLResponse(await run_in_threadpool(page), headers=HTML_HEADERS)
-
     async def join(request: Request) -> Response:
         address = request.client.host if request.client else "?"
         service._check_guessing(address)
@@ -242,7 +185,6 @@ def create_app(service: Service) -> Any:
 
     routes = [
         Route("/healthz", guarded(healthz)),
-        Route("/", guarded(home)),
         Route("/me", guarded(me)),
         Route("/api/join", guarded(join), methods=["POST"]),
         Route("/api/assignments", guarded(assignments)),
@@ -253,6 +195,8 @@ def create_app(service: Service) -> Any:
         Route("/leaderboard/{assignment}", guarded(leaderboard)),
         Route("/api/class/{assignment}", guarded(class_results)),
     ]
+
+    routes += page_routes(service, guarded)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)

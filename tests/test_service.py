@@ -421,7 +421,7 @@ def test_walk_ins_join_with_the_code_and_a_free_name(course):
         cookie = link.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=lax" in cookie
         home = client.get("/")
-        assert home.status_code == 200 and "Signed in as walkin" in home.text
+        assert home.status_code == 200 and "signed in as <strong>walkin</strong>" in home.text
         # A cookie does not carry a POST from another site.
         other_site = client.post(
             "/api/submissions",
