@@ -170,6 +170,7 @@ def room(service: Any, assignment: str) -> dict[str, Any]:
             "status": s.status,
             "waiting_s": round(now - s.received_at),
             "running_s": round(now - s.started_at) if s.started_at else None,
+            "worker": s.worker,
         }
         for s in service.queue.waiting()
         if s.assignment == assignment

@@ -105,8 +105,9 @@ class Dispatcher:
         self.recover()
         self.warm = warm_up(self.backend, workers=self.workers, scheduler=self.scheduler)
         for i, slot in enumerate(self.slots):
+            device = f"GPU {','.join(map(str, slot))}" if slot else "CPU"
             thread = threading.Thread(
-                target=self._loop, args=(slot,), name=f"grader-{i}", daemon=True
+                target=self._loop, args=(slot, f"grader {i + 1} ({device})"), daemon=True
             )
             thread.start()
             self.threads.append(thread)
@@ -144,10 +145,10 @@ class Dispatcher:
 
     # --- grading --------------------------------------------------------------------------
 
-    def _loop(self, slot: tuple[int, ...]) -> None:
+    def _loop(self, slot: tuple[int, ...], worker: str) -> None:
         while not self.stopping.is_set():
             try:
-                sub = self.queue.claim()
+                sub = self.queue.claim(worker)
             except Exception:  # the database is briefly unavailable: try again
                 log.exception("could not take the next submission")
                 sub = None

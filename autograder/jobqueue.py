@@ -67,6 +67,8 @@ def _metadata() -> Any:
         sa.Column("grader_fault", sa.Boolean, nullable=False, default=False),
         # Queued by the instructor (a regrade): not the participant's, never in a quota.
         sa.Column("regrade", sa.Boolean, nullable=False, default=False),
+        # The grader (and device) it runs or ran on.
+        sa.Column("worker", sa.String(64), nullable=False, default=""),
     )
     sa.Table(
         "autograder_extensions",
@@ -160,6 +162,7 @@ class Submission:
     message: str
     grader_fault: bool
     regrade: bool = False
+    worker: str = ""
 
     @property
     def done(self) -> bool:
@@ -172,6 +175,7 @@ def _submission(row: Any) -> Submission:
     data["late"] = bool(data["late"])
     data["grader_fault"] = bool(data["grader_fault"])
     data["regrade"] = bool(data.get("regrade"))
+    data["worker"] = data.get("worker") or ""
     return Submission(**data)
 
 
@@ -311,8 +315,9 @@ class Queue:
             for i, sub in enumerate((s for s in self.waiting() if s.status == "queued"), start=1)
         }
 
-    def claim(self) -> Submission | None:
-        """Take the next submission in fair order and mark it running; None when none waits."""
+    def claim(self, worker: str = "") -> Submission | None:
+        """Take the next submission in fair order and mark it running on ``worker``; None
+        when none waits."""
         t = self.table
         with self._lock, self.engine.begin() as conn:
             rows = [
@@ -332,7 +337,7 @@ class Queue:
             conn.execute(
                 t.update()
                 .where(t.c.id == nxt.id, t.c.status == "queued")
-                .values(status="running", started_at=now, attempts=nxt.attempts + 1)
+                .values(status="running", started_at=now, attempts=nxt.attempts + 1, worker=worker)
             )
         return self.get(nxt.id)
 
