@@ -599,3 +599,52 @@ def test_the_service_runs_on_postgresql_with_two_graders(tmp_path, postgres_url)
         klass = client.get("/api/class/tiny", headers=auth(teacher)).json()
         assert sorted(r["student"] for r in klass) == ["ann", "ben", "cat"]
     assert not (course.root / "gradebook.db").exists()  # everything went to PostgreSQL
+
+
+def test_a_grader_failure_is_retried_and_never_counts_against_the_quota(
+    course, solution, monkeypatch
+):
+    import autograder.schedule as schedule
+
+    _service_toml(course, "max_per_window = 1\n")
+    real, calls = schedule.run_jobs, []
+
+    def flaky(jobs, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("the sandbox could not start (simulated)")
+        return real(jobs, **kw)
+
+    monkeypatch.setattr(schedule, "run_jobs", flaky)
+    with LiveService(course) as live, httpx.Client(base_url=live.url, timeout=30) as client:
+        token = live.token("ann")
+        r = client.post(
+            "/api/submissions",
+            data={"assignment": "tiny"},
+            files=notebook_files(solution),
+            headers=auth(token),
+        )
+        done = wait_for(client, r.json()["url"], token)
+        assert (done["status"], done["score"]) == ("graded", 3.0)
+        assert len(calls) == 2 and live.queue.get(done["id"]).attempts == 2
+    # A submission the grader gave up on is not the participant's: it is not counted.
+    monkeypatch.setattr(
+        schedule, "run_jobs", lambda jobs, **kw: (_ for _ in ()).throw(OSError("down"))
+    )
+    with LiveService(course) as live, httpx.Client(base_url=live.url, timeout=30) as client:
+        token = live.token("ben")
+        first = client.post(
+            "/api/submissions",
+            data={"assignment": "tiny"},
+            files=notebook_files(solution),
+            headers=auth(token),
+        ).json()
+        failed = wait_for(client, first["url"], token)
+        assert failed["status"] == "error" and "the grader failed" in failed["message"]
+        again = client.post(
+            "/api/submissions",
+            data={"assignment": "tiny"},
+            files=notebook_files(solution),
+            headers=auth(token),
+        )
+        assert again.status_code == 202, again.text
