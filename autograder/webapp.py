@@ -146,8 +146,11 @@ def create_app(service: Service) -> Any:
 
     async def me(request: Request) -> Response:
         token = request.query_params.get("token", "")
+        address = request.client.host if request.client else "?"
+        service._check_guessing(address)
         who = await run_in_threadpool(service.roster.authenticate, token)
         if who is None:
+            service._bad_token(address)
             raise Refused(401, "this link is not valid (revoked or mistyped); ask for a new one")
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
