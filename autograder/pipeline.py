@@ -265,6 +265,14 @@ def copy_submission(src: Path, dest: Path, *, skip: frozenset[str] = frozenset()
     entries named in ``skip`` are not copied (the released data replaces ``data``)."""
     notes: list[str] = []
     total = files = 0
+    # os.walk follows a link given as its top: a submission folder (or student folder) that
+    # is a link to source/ would be graded as the instructor's solution.
+    for folder in (src, src.parent):
+        if folder.is_symlink():
+            raise InvalidNotebookError(
+                f"the folder {folder.name} is a symbolic link, not a submission; hand in "
+                "the notebook itself"
+            )
     for root, dirs, names in os.walk(src, followlinks=False):
         rel_root = Path(root).relative_to(src)
         top = rel_root == Path(".")
@@ -274,6 +282,11 @@ def copy_submission(src: Path, dest: Path, *, skip: frozenset[str] = frozenset()
             rel = rel_root / name
             if path.is_symlink():
                 notes.append(f"{rel} is a symbolic link and was not used")
+                continue
+            if path.is_file() and path.stat().st_nlink > 1:
+                # A hard link shares its bytes with another file (the instructor's solution,
+                # say): only files of the submission's own are graded.
+                notes.append(f"{rel} is a hard link to another file and was not used")
                 continue
             if not path.is_file() or (top and name in skip):
                 continue

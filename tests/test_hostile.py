@@ -617,3 +617,28 @@ def test_a_benign_notebook_scores_the_same_inside_and_outside_the_sandbox(
         0.0,
         "the test failed at `assert total(N) == 14`: AssertionError",
     )
+
+
+def test_links_to_the_instructors_files_are_never_graded_as_a_submission(tmp_path):
+    import os
+
+    course = make_tiny_course(tmp_path / "course")
+    solution = course.source("tiny") / "tiny.ipynb"
+    root = course.submitted_root
+    # The assignment folder a link to source/; the student folder a link to another
+    # student's folder holding the solution; the notebook a symbolic or a hard link to it.
+    (root / "mallory").mkdir(parents=True)
+    os.symlink(course.source("tiny"), root / "mallory" / "tiny")
+    (tmp_path / "elsewhere" / "tiny").mkdir(parents=True)
+    os.link(solution, tmp_path / "elsewhere" / "tiny" / "tiny.ipynb")
+    os.symlink(tmp_path / "elsewhere", root / "oscar")
+    for name, make in (("sym", os.symlink), ("hard", os.link)):
+        (root / name / "tiny").mkdir(parents=True)
+        make(solution, root / name / "tiny" / "tiny.ipynb")
+    report = grade(course, "tiny", settings=GradeSettings(sandbox=False), backend="inline")
+    results = {r.student: r for r in report.graded}
+    assert set(results) >= {"mallory", "sym", "hard"}
+    for result in results.values():
+        assert result.score == 0, (result.student, result.message)
+        assert result.status == "invalid-notebook", result.student
+    assert "symbolic link, not a submission" in results["mallory"].message
