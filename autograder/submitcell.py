@@ -62,7 +62,7 @@ def saved_notebook(
     session of this kernel that a running Jupyter server lists; None when none exists."""
     named = [namespace.get("__vsc_ipynb_file__"), environ.get("JPY_SESSION_NAME")]
     for name in [n for n in named if isinstance(n, str) and n.endswith(".ipynb")]:
-        for path in (Path(name), Path.cwd() / name, Path.cwd() / Path(name).name):
+        for path in (Path.cwd() / name, Path.cwd() / Path(name).name):  # (an absolute name wins)
             if path.is_file():
                 return path
     return _session_notebook(environ)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 from conftest import tiny_source
@@ -16,6 +17,7 @@ from autograder.sanitize import (
     check_metadata,
     clear_outputs,
     deduplicate_ids,
+    drop_hand_in_cell,
     force_kernelspec,
     inject_parameters,
     restore_cells,
@@ -46,6 +48,7 @@ def cell(nb, grade_id):
 def test_steps_run_in_a_pinned_order():
     assert (
         clear_outputs,
+        drop_hand_in_cell,
         deduplicate_ids,
         force_kernelspec,
         restore_cells,
@@ -158,3 +161,17 @@ def test_outputs_of_the_submission_are_never_trusted(source):
     out = sanitize(nb, SanitizeContext(source=source))
     assert cell(out, "test_squares").outputs == []
     assert cell(out, "test_squares").execution_count is None
+
+
+def test_the_hand_in_cell_is_dropped_unless_the_source_has_its_id(source):
+    from autograder.submitcell import add_submit_cell
+
+    released = student()
+    nb = add_submit_cell(released, server="https://x.example", assignment="tiny", notebook="t")
+    ctx = SanitizeContext(source=source)
+    assert [c.source for c in drop_hand_in_cell(copy.deepcopy(nb), ctx).cells] == [
+        c.source for c in released.cells
+    ]
+    own = dataclasses.replace(source.cells[0], grade_id="autograder-submit")
+    ctx = SanitizeContext(source=dataclasses.replace(source, cells=(*source.cells, own)))
+    assert len(drop_hand_in_cell(nb, ctx).cells) == len(released.cells) + 1

@@ -21,7 +21,7 @@ from servicekit import LiveService
 from autograder.config import Course
 from autograder.grade import GradeSettings, grade
 from autograder.release import release
-from autograder.submitcell import GRADE_ID, SAVE_FIRST, hand_in_here
+from autograder.submitcell import GRADE_ID, SAVE_FIRST, hand_in_here, submit_cell
 
 WRONG_TOKEN = (
     "error: the workshop service does not know the token in AUTOGRADER_TOKEN (wrong or "
@@ -247,6 +247,97 @@ def test_grading_never_runs_the_cell_and_scores_as_without_it(tmp_path):
     assert bob.status == alice.status == "graded"
     assert (bob.score, bob.max_score) == (alice.score, alice.max_score) == (3, 4)
     assert [(i.id, i.score) for i in bob.items] == [(i.id, i.score) for i in alice.items]
+    # Sanitizing removed it: the graded notebook, hence the feedback page, is as without it.
     graded = nbformat.read(course.autograded("bob", "tiny") / "tiny.ipynb", as_version=4)
-    assert graded.cells[-1].source == submit_cell_of(with_it).source
-    assert graded.cells[-1].outputs == []
+    assert [c.source for c in graded.cells] == [
+        c.source
+        for c in nbformat.read(
+            course.autograded("alice", "tiny") / "tiny.ipynb", as_version=4
+        ).cells
+    ]
+
+
+@pytest.mark.parametrize("variable", ["AUTOGRADER", "NBGRADER_EXECUTION"])
+def test_in_a_grading_kernel_the_cell_does_nothing(tmp_path, monkeypatch, capsys, variable):
+    """Should a grader run it (nbgrader's autograde keeps it), the cell returns at once."""
+    saved = tmp_path / "tiny.ipynb"
+    saved.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        source = submit_cell(server=url, assignment="tiny", notebook="tiny.ipynb").source
+        monkeypatch.setenv("JPY_SESSION_NAME", str(saved))
+        monkeypatch.setenv("AUTOGRADER_TOKEN", "a-token")
+        monkeypatch.setenv(variable, "autograde")
+        exec(compile(source, "cell", "exec"), {"__name__": "__main__"})
+        assert capsys.readouterr() == ("", "")
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_the_saved_file_is_found_as_vs_code_and_a_jupyter_server_name_it(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    import ipykernel.connect
+
+    from autograder.submitcell import saved_notebook
+
+    work = tmp_path / "work"
+    work.mkdir()
+    saved = work / "tiny.ipynb"
+    saved.write_text("{}")
+    monkeypatch.chdir(work)
+    assert saved_notebook("tiny.ipynb", {}, {"__vsc_ipynb_file__": str(saved)}) == saved
+    assert saved_notebook("tiny.ipynb", {"JPY_SESSION_NAME": "tiny.ipynb"}, {}) == saved
+    # No name in the environment: the session of this kernel, as the server lists it.
+    seen: list[str | None] = []
+
+    class Sessions(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            body = [{"path": "other.ipynb", "kernel": {"id": "k0"}}]
+            body.append({"path": "work/tiny.ipynb", "kernel": {"id": "k1"}})
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sessions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    info = {
+        "url": f"http://127.0.0.1:{server.server_port}/",
+        "token": "t0k",
+        "root_dir": str(tmp_path),
+    }
+    (runtime / "jpserver-1.json").write_text(json.dumps(info))
+    monkeypatch.setattr(ipykernel.connect, "get_connection_file", lambda: "/run/kernel-k1.json")
+    try:
+        assert saved_notebook("tiny.ipynb", {"JUPYTER_RUNTIME_DIR": str(runtime)}, {}) == saved
+    finally:
+        server.shutdown()
+    assert seen == ["token t0k"]
+
+
+def test_without_a_notebook_to_read_the_cell_points_to_the_upload_page(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = io.StringIO()
+    env = {"JUPYTER_RUNTIME_DIR": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    code = hand_in_here(
+        server="https://workshop.example.org", assignment="tiny", notebook="tiny.ipynb",
+        environ=env, out=io.StringIO(), err=err,
+    )  # fmt: skip
+    assert code == 1
+    assert err.getvalue() == (
+        "error: this cell cannot find the notebook's file here; download it as tiny.ipynb and "
+        "upload it on the workshop page (your personal link), or run: autograder submit "
+        "tiny.ipynb --server https://workshop.example.org\n"
+    )
