@@ -21,7 +21,7 @@ from nbformat import NotebookNode
 from .errors import InvalidNotebookError
 from .notebooks import clone, nbgrader_meta
 from .release import SourceNotebook, strip_hidden_tests
-from .submitcell import GRADE_ID as HAND_IN_CELL
+from .submitcell import is_submit_cell
 
 #: The kernel every submission runs on, whatever the notebook asks for.
 FORCED_KERNELSPEC = {
@@ -60,11 +60,15 @@ def clear_outputs(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
 
 
 def drop_hand_in_cell(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
-    """Remove the hand-in cell ``release`` appends (submitcell.py): it scores nothing, must
-    never run here, and would fill the feedback page with the client's code. A cell of the
-    source that has its grade id stays."""
-    if ctx.source.cell(HAND_IN_CELL) is None:
-        nb.cells = [c for c in nb.cells if nbgrader_meta(c).get("grade_id") != HAND_IN_CELL]
+    """Remove the hand-in cell ``release`` appends (its tag, submitcell.py): it scores
+    nothing, must never run here, and would fill the feedback page with the client's code.
+    A cell with a grade id of the source stays, whatever its tags."""
+
+    def known(cell: NotebookNode) -> bool:
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        return isinstance(grade_id, str) and ctx.source.cell(grade_id) is not None
+
+    nb.cells = [c for c in nb.cells if known(c) or not is_submit_cell(c)]
     return nb
 
 

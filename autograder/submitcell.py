@@ -45,7 +45,8 @@ from .submit import (
     tokens_path,
 )
 
-GRADE_ID = "autograder-submit"
+#: The hand-in cell's tag (and cell id).
+TAG = "autograder-submit"
 #: Set in the kernels that grade (the grader's and nbgrader's): the cell does nothing there.
 GRADING_VARIABLES = ("AUTOGRADER", "NBGRADER_EXECUTION")
 SAVE_FIRST = "save the notebook first (Ctrl-S): the saved file is what is handed in"
@@ -262,14 +263,17 @@ _autograder_hand_in()
 def submit_cell(
     *, server: str, assignment: str, notebook: str, with_id: bool = True
 ) -> NotebookNode:
-    """The locked nbgrader cell (no points) that hands in ``notebook``; the same arguments
-    always give the same cell. ``with_id``: give it a cell id (nbformat 4.5 and later)."""
+    """The read-only cell that hands in ``notebook``; the same arguments always give the same
+    cell. ``with_id``: give it a cell id (nbformat 4.5 and later).
+
+    Locked as the frontends lock (``editable``, ``deletable``), found by its tag, and without
+    nbgrader metadata: nbgrader's own autograde drops the grade id of a cell its gradebook
+    does not know, then refuses the whole notebook as corrupted."""
     from nbformat.v4 import new_code_cell
-    from nbgrader.utils import compute_checksum
 
     cell = new_code_cell(cell_source(server=server, assignment=assignment, notebook=notebook))
     if with_id:
-        cell.id = GRADE_ID
+        cell.id = TAG
     else:
         del cell["id"]
     cell.metadata = NotebookNode(
@@ -278,18 +282,16 @@ def submit_cell(
             "deletable": False,
             "editable": False,
             "jupyter": {"source_hidden": True},
-            "nbgrader": {
-                "grade": False,
-                "grade_id": GRADE_ID,
-                "locked": True,
-                "schema_version": 3,
-                "solution": False,
-                "task": False,
-            },
+            "tags": [TAG],
         }
     )
-    cell.metadata.nbgrader["checksum"] = compute_checksum(cell)
     return cell
+
+
+def is_submit_cell(cell: NotebookNode) -> bool:
+    """Whether ``cell`` carries the hand-in cell's tag."""
+    tags = cell.get("metadata", {}).get("tags")
+    return isinstance(tags, list) and TAG in tags
 
 
 def add_submit_cell(

@@ -21,7 +21,7 @@ from servicekit import LiveService
 from autograder.config import Course
 from autograder.grade import GradeSettings, grade
 from autograder.release import release
-from autograder.submitcell import GRADE_ID, SAVE_FIRST, hand_in_here, submit_cell
+from autograder.submitcell import SAVE_FIRST, TAG, hand_in_here, is_submit_cell, submit_cell
 
 WRONG_TOKEN = (
     "error: the workshop service does not know the token in AUTOGRADER_TOKEN (wrong or "
@@ -48,7 +48,7 @@ def set_url(course: Course, url: str) -> None:
 
 
 def submit_cell_of(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    (cell,) = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == GRADE_ID]
+    (cell,) = [c for c in nb.cells if is_submit_cell(c)]
     return cell
 
 
@@ -89,20 +89,23 @@ class Kernel:
         return text_of(cell)
 
 
-def test_release_adds_the_locked_cell_only_with_a_service_url(tmp_path):
+def test_release_adds_the_read_only_cell_only_with_a_service_url(tmp_path):
     course = make_tiny_course(tmp_path / "course")
-    assert all(
-        c.metadata.get("nbgrader", {}).get("grade_id") != GRADE_ID for c in released(course).cells
-    )
+    assert not any(is_submit_cell(c) for c in released(course).cells)
     source = (course.source("tiny") / "tiny.ipynb").read_bytes()
     set_url(course, "https://workshop.example.org")
     nb = released(course)
     cell = nb.cells[-1]
-    assert cell is submit_cell_of(nb) and cell.cell_type == "code" and cell.id == GRADE_ID
-    meta = cell.metadata["nbgrader"]
-    assert meta["locked"] is True and not meta["grade"] and not meta["solution"]
-    assert "points" not in meta and meta["checksum"]
-    assert cell.metadata["editable"] is False and cell.metadata["deletable"] is False
+    assert cell is submit_cell_of(nb) and cell.cell_type == "code" and cell.id == TAG
+    # Read-only in the frontends; no nbgrader metadata, which nbgrader's autograde would
+    # find unknown to its gradebook and refuse the notebook for.
+    assert cell.metadata == {
+        "cellView": "form",
+        "deletable": False,
+        "editable": False,
+        "jupyter": {"source_hidden": True},
+        "tags": [TAG],
+    }
     assert "server='https://workshop.example.org', assignment='tiny', notebook='tiny.ipynb'" in (
         cell.source
     )
@@ -259,7 +262,7 @@ def test_grading_never_runs_the_cell_and_scores_as_without_it(tmp_path):
 
 @pytest.mark.parametrize("variable", ["AUTOGRADER", "NBGRADER_EXECUTION"])
 def test_in_a_grading_kernel_the_cell_does_nothing(tmp_path, monkeypatch, capsys, variable):
-    """Should a grader run it (nbgrader's autograde keeps it), the cell returns at once."""
+    """Should a grader run it (nbgrader's autograde does), the cell returns at once."""
     saved = tmp_path / "tiny.ipynb"
     saved.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     with socket.socket() as listener:
