@@ -7,8 +7,10 @@ library only) and the functions below marked *runs in the cell*, which find the 
 content (Colab's ``get_ipynb``, the saved file Jupyter or VS Code names), ask for the token
 once, and print the queue position, the score and the feedback link.
 
-The cell hands in nothing while it is graded: the grader's kernels have ``AUTOGRADER=1``
-(execute.kernel_env) and nbgrader's have ``NBGRADER_EXECUTION``; its first lines return then.
+The cell never hands in while it is graded: sanitize.drop_hand_in_cell removes it (by its
+tag) before our grader runs a notebook, and should a grader run it all the same (nbgrader's
+autograde does), its first lines return when ``AUTOGRADER`` (execute.kernel_env) or
+``NBGRADER_EXECUTION`` (nbgrader) is set.
 """
 
 from __future__ import annotations
