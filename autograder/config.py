@@ -202,12 +202,37 @@ class ServiceConfig:
     window_s: float = dataclasses.field(
         default=86400.0, metadata=_help("the rolling window of max_per_window, in seconds")
     )
+    url: str = dataclasses.field(
+        default="",
+        metadata=_help(
+            "the service's address as participants reach it, e.g. https://workshop.example.org;"
+            " when set, release adds a cell that hands the notebook in"
+        ),
+    )
 
     def deadline_at(self) -> datetime | None:
         return parse_time(self.deadline, "deadline") if self.deadline else None
 
     def hard_deadline_at(self) -> datetime | None:
         return parse_time(self.hard_deadline, "hard_deadline") if self.hard_deadline else None
+
+
+def check_service_url(url: str, where: str) -> None:
+    """Refuse a ``[service] url`` that is not an http(s) address of a host."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises when the port is not a number
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        valid = valid and not (parts.query or parts.fragment or parts.username is not None)
+    except ValueError:
+        valid = False
+    if not valid or url != url.strip():
+        raise ConfigError(
+            f"{where}: url {url!r} is not a web address; write the service's address as "
+            'participants reach it, e.g. url = "https://workshop.example.org"'
+        )
 
 
 def parse_time(text: str, what: str = "time") -> datetime:
@@ -325,6 +350,8 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
         raise ConfigError(f"{where} [service]: {exc}") from None
     if min(service.min_interval_s, service.max_per_window, service.window_s) < 0:
         raise ConfigError(f"{where} [service]: limits must not be negative")
+    if service.url:
+        check_service_url(service.url, f"{where} [service]")
     execute = _build(ExecuteConfig, dict(execute_table), f"{where} [execute]")
     _check_types(execute, f"{where} [execute]")
     if not isinstance(execute.parameters, dict):

@@ -23,6 +23,7 @@ from .collect import read_regular_file
 from .config import ASSIGNMENT_FILE, AssignmentConfig, Course, load_assignment
 from .errors import ReleaseError
 from .notebooks import clone, nbgrader_meta, notebook_text
+from .submitcell import add_submit_cell
 
 Step = Callable[[NotebookNode, dict[str, Any]], NotebookNode]
 
@@ -168,6 +169,10 @@ def _released_files(course: Course, config: AssignmentConfig) -> dict[str, bytes
     files: dict[str, bytes] = {}
     for nb_name in config.notebooks:
         nb = student_version(course, config.name, nb_name)
+        if config.service.url:  # the hand-in cell, made from the configuration alone
+            nb = add_submit_cell(
+                nb, server=config.service.url, assignment=config.name, notebook=f"{nb_name}.ipynb"
+            )
         files[f"{nb_name}.ipynb"] = notebook_text(nb).encode("utf-8")
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)

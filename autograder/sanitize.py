@@ -4,7 +4,8 @@ The steps mirror nbgrader's autograde sanitizing (ClearOutput, DeduplicateIds,
 OverwriteKernelspec, OverwriteCells, CheckCellMetadata) but restore cells from a
 :class:`~autograder.release.SourceNotebook` carried with the job, so a worker needs no
 database. Restoring is stricter than nbgrader's: every nbgrader flag of a known cell is
-reset from the source, not only ``locked``, ``points`` and ``checksum``.
+reset from the source, not only ``locked``, ``points`` and ``checksum``. The hand-in cell
+``release`` appends (``[service] url``) is removed first: grading never runs it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from nbformat import NotebookNode
 from .errors import InvalidNotebookError
 from .notebooks import clone, nbgrader_meta
 from .release import SourceNotebook, strip_hidden_tests
+from .submitcell import is_submit_cell
 
 #: The kernel every submission runs on, whatever the notebook asks for.
 FORCED_KERNELSPEC = {
@@ -54,6 +56,19 @@ def clear_outputs(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
         cell.metadata.pop("collapsed", None)
         cell.metadata.pop("scrolled", None)
         cell.metadata.pop("execution", None)
+    return nb
+
+
+def drop_hand_in_cell(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
+    """Remove the hand-in cell ``release`` appends (its tag, submitcell.py): it scores
+    nothing, must never run here, and would fill the feedback page with the client's code.
+    A cell with a grade id of the source stays, whatever its tags."""
+
+    def known(cell: NotebookNode) -> bool:
+        grade_id = nbgrader_meta(cell).get("grade_id")
+        return isinstance(grade_id, str) and ctx.source.cell(grade_id) is not None
+
+    nb.cells = [c for c in nb.cells if known(c) or not is_submit_cell(c)]
     return nb
 
 
@@ -210,10 +225,12 @@ def _python_literal(value: Any) -> str:
     return json.dumps(str(value))
 
 
-#: The order matters and is pinned by a test: restore after dedup (so the surviving copy is
+#: The order matters and is pinned by a test: the hand-in cell dropped before dedup (its
+#: copies are no duplicates to report), restore after dedup (so the surviving copy is
 #: restored), check after restore (so the checked metadata is the source's).
 SANITIZE_STEPS: tuple[Step, ...] = (
     clear_outputs,
+    drop_hand_in_cell,
     deduplicate_ids,
     force_kernelspec,
     restore_cells,

@@ -9,7 +9,8 @@ The course is the tiny test assignment of tests/conftest.py (fast: pure Python),
 participant sending its full solution. ``autograder serve`` runs as a user would start it
 (sandbox on when it works here, the default workers), in its own process. The floor is
 ``N x (one submission's own grading time) / workers``: that time is measured first, on the
-same service, with nothing else in line (the median of three, after one to warm it up). Reported: submit -> feedback-ready latency (p50,
+same service, with nothing else in line (the median of three, after one to warm it up).
+Reported: submit -> feedback-ready latency (p50,
 p95, max, seen by polling), the burst's last feedback against the floor, and the service's
 answer time to status requests sent all through the burst (p50, p95, max).
 Goals (issue 14): every submission graded; status p95 under 50 ms; last feedback within

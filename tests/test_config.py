@@ -111,7 +111,22 @@ def test_a_full_config_parses_with_types_and_defaults():
         (
             {"service": {"quota": 3}},
             "a.toml [service]: unknown key(s) quota; valid keys are deadline, hard_deadline, "
-            "max_per_window, max_upload, min_interval_s, window_s",
+            "max_per_window, max_upload, min_interval_s, url, window_s",
+        ),
+        (
+            {"service": {"url": "workshop.example.org"}},
+            "a.toml [service]: url 'workshop.example.org' is not a web address; write the "
+            'service\'s address as participants reach it, e.g. url = "https://workshop.example.org"',
+        ),
+        (
+            {"service": {"url": "ftp://workshop.example.org"}},
+            "a.toml [service]: url 'ftp://workshop.example.org' is not a web address; write the "
+            'service\'s address as participants reach it, e.g. url = "https://workshop.example.org"',
+        ),
+        (
+            {"service": {"url": "https://host:port"}},
+            "a.toml [service]: url 'https://host:port' is not a web address; write the "
+            'service\'s address as participants reach it, e.g. url = "https://workshop.example.org"',
         ),
     ],
 )

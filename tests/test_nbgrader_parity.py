@@ -222,3 +222,37 @@ def test_the_user_guide_course_totals_equal_nbgrader_before_and_after_hand_gradi
     expected = _gradebook_view(theirs.gradebook_url)
     assert expected["hacker"]["total"] == (9.0, 13.0)
     assert _our_view(ours) == expected
+
+
+def test_nbgrader_grades_a_notebook_with_the_hand_in_cell_as_without_it(tmp_path):
+    """The cell ``release`` adds with ``[service] url`` carries no nbgrader metadata (an
+    nbgrader cell unknown to its gradebook makes nbgrader refuse the notebook) and does
+    nothing under ``NBGRADER_EXECUTION``: nbgrader's autograde scores it as without."""
+    import nbformat
+    from conftest import complete, make_tiny_course
+    from nbgrader.api import Gradebook
+
+    from autograder.submitcell import add_submit_cell
+
+    ours = make_tiny_course(tmp_path / "ours")
+    root = tmp_path / "nbgrader"
+    (root / "source" / "tiny").mkdir(parents=True)
+    shutil.copyfile(ours.source("tiny") / "tiny.ipynb", root / "source" / "tiny" / "tiny.ipynb")
+    _nbgrader(root, "db", "assignment", "add", "tiny")
+    _nbgrader(root, "generate_assignment", "tiny", "--force")
+    done = complete(ours)
+    cell = dict(server="http://127.0.0.1:9", assignment="tiny", notebook="tiny.ipynb")
+    for student, nb in (("without", done), ("with", add_submit_cell(done, **cell))):
+        folder = root / "submitted" / student / "tiny"
+        folder.mkdir(parents=True)
+        nbformat.write(nb, folder / "tiny.ipynb")
+    _nbgrader(root, "autograde", "tiny")
+    with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gb:
+        scores = {
+            s: {g.name: g.score for g in gb.find_submission_notebook("tiny", "tiny", s).grades}
+            for s in ("without", "with")
+        }
+    assert scores["with"] == scores["without"]
+    assert sum(scores["with"].values()) == 3
+    graded = nbformat.read(root / "autograded" / "with" / "tiny" / "tiny.ipynb", as_version=4)
+    assert graded.cells[-1].outputs == []  # it ran, and did nothing

@@ -16,6 +16,7 @@ from autograder.sanitize import (
     check_metadata,
     clear_outputs,
     deduplicate_ids,
+    drop_hand_in_cell,
     force_kernelspec,
     inject_parameters,
     restore_cells,
@@ -46,6 +47,7 @@ def cell(nb, grade_id):
 def test_steps_run_in_a_pinned_order():
     assert (
         clear_outputs,
+        drop_hand_in_cell,
         deduplicate_ids,
         force_kernelspec,
         restore_cells,
@@ -158,3 +160,18 @@ def test_outputs_of_the_submission_are_never_trusted(source):
     out = sanitize(nb, SanitizeContext(source=source))
     assert cell(out, "test_squares").outputs == []
     assert cell(out, "test_squares").execution_count is None
+
+
+def test_the_hand_in_cell_is_dropped_but_a_source_cell_with_its_tag_stays(source):
+    from autograder.submitcell import TAG, add_submit_cell
+
+    released = student()
+    nb = add_submit_cell(released, server="https://x.example", assignment="tiny", notebook="t")
+    ctx = SanitizeContext(source=source)
+    assert [c.source for c in drop_hand_in_cell(copy.deepcopy(nb), ctx).cells] == [
+        c.source for c in released.cells
+    ]
+    cell(nb, "test_squares").metadata["tags"] = [TAG]  # a test cannot be dropped so
+    assert [c.source for c in drop_hand_in_cell(nb, ctx).cells] == [
+        c.source for c in released.cells
+    ]
