@@ -269,8 +269,19 @@ async def _run(
     return outcome
 
 
+def cell_label(nb: NotebookNode, index: int) -> str:
+    """How the feedback page labels the cell at ``index``: ``[n]``, its place among the code
+    cells (the execution count every run sets)."""
+    count = sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
+    return f"[{max(count, 1)}]"
+
+
 def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
-    where = f" in cell {outcome.stopped_at + 1}" if outcome.stopped_at is not None else ""
+    where = (
+        f" in cell {cell_label(outcome.nb, outcome.stopped_at)}"
+        if outcome.stopped_at is not None
+        else ""
+    )
     reason = getattr(km, "termination_reason", lambda: None)()
     if reason == "memory":
         outcome.status = "memory"
@@ -294,31 +305,38 @@ async def _run_cells(
     limits: ExecutionLimits,
     deadline: float,
 ) -> None:
+    count = 0
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
+        count += 1
+        label = f"[{count}]"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             outcome.status = "timeout"
             outcome.stopped_at = index
             outcome.message = (
                 f"the notebook ran past its {limits.timeout_total:.0f} s limit; cell "
-                f"{index + 1} and the cells after it were not run"
+                f"{label} and the cells after it were not run"
             )
             return
         per_cell = min(limits.timeout_cell, remaining)
         client.timeout = int(max(1, per_cell))
         outcome.stopped_at = index
         try:
-            await client.async_execute_cell(cell, index, execution_count=index + 1)
+            await client.async_execute_cell(cell, index, execution_count=count)
         except DeadKernelError:
+            cell.execution_count = count
             raise
+        # The kernel's own count runs on with whatever else it executed; the page and every
+        # message name a cell by its place among the code cells, so they always agree.
+        cell.execution_count = count
         outcome.stopped_at = None
         if _is_memory_error(cell):
             outcome.status = "memory"
             limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
             outcome.message = (
-                f"cell {index + 1} ran out of memory{limit}; use fewer images at once or a "
+                f"cell {label} ran out of memory{limit}; use fewer images at once or a "
                 "smaller batch size"
             )
         if any(o.get("ename") == TIMEOUT_ERROR["ename"] for o in cell.get("outputs", [])):
@@ -329,7 +347,7 @@ async def _run_cells(
                 outcome.status = "timeout"
                 outcome.stopped_at = index
                 outcome.message = (
-                    f"cell {index + 1} ran past its {per_cell:.0f} s limit and did not stop "
+                    f"cell {label} ran past its {per_cell:.0f} s limit and did not stop "
                     "when interrupted; the cells after it were not run"
                 )
                 return
@@ -338,13 +356,13 @@ async def _run_cells(
                 outcome.stopped_at = index + 1
                 outcome.message = (
                     f"the notebook ran past its {limits.timeout_total:.0f} s limit in cell "
-                    f"{index + 1}; the cells after it were not run"
+                    f"{label}; the cells after it were not run"
                 )
                 return
             if outcome.status == "graded":
                 outcome.status = "timeout"
                 outcome.message = (
-                    f"cell {index + 1} ran past its {limits.timeout_cell:.0f} s limit and was "
+                    f"cell {label} ran past its {limits.timeout_cell:.0f} s limit and was "
                     "interrupted; the other cells were run"
                 )
 
