@@ -291,13 +291,20 @@ def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], fin
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the page (default: <course>/leaderboard.html).",
 )
+@click.option(
+    "--reasons",
+    is_flag=True,
+    help="The instructor's copy: also list who is not ranked and why (do not publish it).",
+)
 @gradebook_option
 @click.pass_obj
-def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path | None) -> None:
+def leaderboard_cmd(
+    course: Course, assignment: str, final: bool, output: Path | None, reasons: bool
+) -> None:
     """Write the class leaderboard of ASSIGNMENT (public scores; --final: private)."""
     from .leaderboard import write_leaderboard
 
-    path = write_leaderboard(course, assignment, final=final, output=output)
+    path = write_leaderboard(course, assignment, final=final, output=output, reasons=reasons)
     click.echo(f"wrote {'final' if final else 'public'} leaderboard {path}")
 
 
