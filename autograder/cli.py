@@ -226,12 +226,11 @@ def grade_cmd(
         sys.exit(130)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if report.skipped:
-        click.echo(
-            f"{len(report.skipped)} unchanged submission(s) already graded; --force grades "
-            "them again"
-        )
-    click.echo(f"{len(report.graded)} submission(s) graded; see 'autograder results {assignment}'")
+    again = " (--force grades them again)" if report.skipped else ""
+    click.echo(
+        f"{len(report.graded)} graded, {len(report.skipped)} unchanged{again}; see "
+        f"'autograder results {assignment}'"
+    )
 
 
 @cli.command("results")
@@ -313,9 +312,9 @@ def leaderboard_cmd(
 @click.option(
     "--competition",
     type=Registered("autograder.competitions", "COMPETITIONS", "get_competition"),
-    default="digit-recognizer",
-    show_default=True,
-    help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10.",
+    default=None,
+    help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10. "
+    "Default: the one the course's CSV checks use, else digit-recognizer.",
 )
 @click.option(
     "--rows",
@@ -327,7 +326,7 @@ def leaderboard_cmd(
 @click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
 @click.pass_context
 def check_csv_cmd(
-    ctx: click.Context, file: Path, competition: str, rows: int | None, as_json: bool
+    ctx: click.Context, file: Path, competition: str | None, rows: int | None, as_json: bool
 ) -> None:
     """Check a Kaggle submission FILE: header, row count, ids, labels, encoding.
 
@@ -341,10 +340,15 @@ def check_csv_cmd(
     """
     import json
 
-    from .competitions import get_competition, resolve_rows
+    from .competitions import course_competition, get_competition, resolve_rows
     from .csvcheck import check_csv
 
+    dataset = None
+    if competition is None:
+        competition, dataset = course_competition(ctx.obj)
     chosen = get_competition(competition)
+    if rows is None and dataset is not None and (ctx.obj.data(dataset) / "dataset.json").exists():
+        rows = resolve_rows(chosen, course=ctx.obj, dataset=dataset)  # as the grader counts
     expected = resolve_rows(chosen, course=ctx.obj, rows=rows)
     report = check_csv(file, competition=chosen, rows=expected)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())

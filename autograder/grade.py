@@ -128,6 +128,8 @@ def build_jobs(
 ) -> tuple[list[GradeJob], list[str], list[str], AssignmentConfig]:
     """The jobs still to do (and the students skipped as already graded, and warnings)."""
     config = load_assignment(course, assignment)
+    # Every refusal the course's own files can cause comes before the gradebook is created.
+    require_data(course, config)
     index = source_index(course, config)
     gradebook.register_assignment(course.gradebook_url, config, index)
     assignment_fp = assignment_fingerprint(index, config)
@@ -137,7 +139,6 @@ def build_jobs(
     if students:
         found = [s for s in found if s in set(students)] + [s for s in students if s not in found]
     recorded = gradebook.fingerprints(course.gradebook_url, assignment)
-    require_data(course, config)
     jobs, skipped = [], []
     for student in found:
         folder = root / student / assignment
@@ -205,6 +206,8 @@ def grade(
         require_sandbox()
     if prestart is None:
         prestart = prestart_pays(workers, use_gpu)
+    # A typo in assignment.toml or data not prepared is refused before any worker starts.
+    require_data(course, load_assignment(course, assignment))
     warm = warm_up(backend, workers=workers, scheduler=scheduler, use_gpu=use_gpu)
     try:
         jobs, skipped, warnings, _ = build_jobs(
