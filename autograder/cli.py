@@ -89,9 +89,17 @@ def release_cmd(course: Course, assignments: tuple[str, ...], check: bool) -> No
         click.echo("release/ is up to date with source/")
 
 
+_allow_stale = click.option(
+    "--allow-stale",
+    is_flag=True,
+    help="Run even when release/ is out of date with source/ (default: refuse).",
+)
+
+
 @cli.command("validate")
 @click.argument("assignment")
 @with_run_options
+@_allow_stale
 @click.pass_obj
 def validate_cmd(
     course: Course,
@@ -101,6 +109,7 @@ def validate_cmd(
     memory_limit: str | None,
     params: tuple[str, ...],
     unsafe: bool,
+    allow_stale: bool,
 ) -> None:
     """Grade the instructor solution of ASSIGNMENT; every test and check must pass."""
     from .validate import validate
@@ -112,7 +121,7 @@ def validate_cmd(
         memory_limit=memory_limit,
         params=params,
     )
-    report = validate(course, assignment, settings=settings)
+    report = validate(course, assignment, settings=settings, allow_stale=allow_stale)
     result = report.result
     click.echo(
         f"{assignment}: {result.score:g} / {result.max_score:g} points, status {result.status}, "
@@ -166,6 +175,7 @@ def validate_cmd(
     "default: on when there are more CPU cores than workers, or GPUs).",
 )
 @with_run_options
+@_allow_stale
 @gradebook_option
 @click.pass_obj
 def grade_cmd(
@@ -185,6 +195,7 @@ def grade_cmd(
     memory_limit: str | None,
     params: tuple[str, ...],
     unsafe: bool,
+    allow_stale: bool,
 ) -> None:
     """Grade every new or changed submission of ASSIGNMENT and record it in the gradebook."""
     from .console import ConsoleProgress
@@ -216,6 +227,7 @@ def grade_cmd(
                 students=students or None,
                 progress=watcher,
                 prestart=prestart,
+                allow_stale=allow_stale,
             )
     except KeyboardInterrupt:
         click.echo(

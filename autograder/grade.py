@@ -21,7 +21,7 @@ from .errors import AutograderError
 from .job import SKIPPED_DIRS, GradeJob, GradeSettings, new_job, require_data
 from .probe import require_sandbox
 from .release import fingerprint as assignment_fingerprint
-from .release import source_index
+from .release import require_released, source_index
 from .results import SubmissionResult
 from .schedule import DEFAULT_PER_GPU, check_backend, default_workers, gpu_slots, run_jobs, warm_up
 
@@ -186,6 +186,7 @@ def grade(
     students: Sequence[str] | None = None,
     progress: Progress | None = None,
     prestart: bool | None = None,
+    allow_stale: bool = False,
 ) -> GradeReport:
     """Grade every new or changed submission of ``assignment`` and record the results.
 
@@ -195,7 +196,8 @@ def grade(
     (default: :func:`~autograder.schedule.default_workers`); ``per_gpu``: kernels sharing
     each GPU (default :data:`~autograder.schedule.DEFAULT_PER_GPU`). ``prestart``: the local pool's
     workers start their next kernel while a notebook runs; None: when that has a core to run
-    on (see :func:`prestart_pays`)."""
+    on (see :func:`prestart_pays`). Refuses (ReleaseError) when ``release/`` is not what
+    ``source/`` releases, unless ``allow_stale``."""
     settings = settings or GradeSettings()
     per_gpu = DEFAULT_PER_GPU if per_gpu is None else per_gpu
     if workers is None:
@@ -208,6 +210,8 @@ def grade(
         prestart = prestart_pays(workers, use_gpu)
     # A typo in assignment.toml or data not prepared is refused before any worker starts.
     require_data(course, load_assignment(course, assignment))
+    if not allow_stale:
+        require_released(course, assignment)
     warm = warm_up(backend, workers=workers, scheduler=scheduler, use_gpu=use_gpu)
     try:
         jobs, skipped, warnings, _ = build_jobs(

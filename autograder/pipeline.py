@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from nbformat import NotebookNode
 
 from . import checks, prestart
@@ -49,7 +50,7 @@ from .job import (
 from .notebooks import read_notebook, write_notebook
 from .policy import kernel_factory, kernel_key, spare_kernel
 from .results import ItemResult, SubmissionResult
-from .sanitize import SanitizeContext, sanitize
+from .sanitize import SanitizeContext, released_cells, sanitize
 from .scoring import missing_items, score_notebook
 
 #: Worse statuses win when a submission's notebooks end differently.
@@ -118,6 +119,14 @@ def prepare(work: Work) -> None:
         work.unusable = exc.message
 
 
+def _released_cells(path: Path) -> dict[str, tuple[str, Any]]:
+    """The graded cells of the released notebook (the instructor's, so trusted), if any."""
+    try:
+        return released_cells(nbformat.read(path, as_version=4))
+    except Exception:  # no release (a course graded with --allow-stale), or unreadable
+        return {}
+
+
 def sanitize_notebooks(work: Work) -> None:
     """Find each notebook of the assignment in the work folder and restore its locked and
     graded cells from the source; a notebook that is not one of this assignment's is
@@ -130,7 +139,11 @@ def sanitize_notebooks(work: Work) -> None:
         run = NotebookRun(name)
         work.runs.append(run)
         source = job.source[name]
-        run.ctx = SanitizeContext(source=source, parameters=job.settings.parameters_for(job.config))
+        run.ctx = SanitizeContext(
+            source=source,
+            parameters=job.settings.parameters_for(job.config),
+            released=_released_cells(job.assignment_files / f"{name}.ipynb"),
+        )
         try:
             path = _find_notebook(work.workdir, name, single, run.notes, job.submission)
             run.nb = sanitize(read_notebook(path), run.ctx)

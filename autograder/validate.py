@@ -17,7 +17,7 @@ from .config import AccuracyCheck, AssignmentConfig, Course, CsvCheck, load_assi
 from .job import GradeSettings, new_job, require_data
 from .pipeline import grade_submission
 from .probe import require_sandbox
-from .release import source_index
+from .release import require_released, source_index
 from .results import ItemResult, SubmissionResult
 
 INSTRUCTOR = "instructor-solution"
@@ -40,18 +40,25 @@ class ValidateReport:
 
 
 def validate(
-    course: Course, assignment: str, *, settings: GradeSettings | None = None
+    course: Course,
+    assignment: str,
+    *,
+    settings: GradeSettings | None = None,
+    allow_stale: bool = False,
 ) -> ValidateReport:
     """Grade the source notebooks of ``assignment`` and report every item that fails.
 
     Refuses, as ``grade`` does, when the sandbox does not work here (unless
-    ``settings.sandbox`` is off)."""
+    ``settings.sandbox`` is off), and when ``release/`` is not what ``source/`` releases
+    (unless ``allow_stale``)."""
     settings = settings or GradeSettings()
     if settings.sandbox:
         require_sandbox()
     config = load_assignment(course, assignment)
-    index = source_index(course, config)
     require_data(course, config)
+    if not allow_stale:
+        require_released(course, assignment)
+    index = source_index(course, config)
     scratch = Path(tempfile.mkdtemp(prefix="autograder-validate-"))
     try:
         submission = scratch / "submission"

@@ -502,3 +502,48 @@ def test_the_results_table_fits_100_columns_with_one_line_per_student(capsys):
     assert max(len(line) for line in lines) <= 100
     assert [line.count("the Python kernel stopped") for line in lines[2:]] == [1, 0]
     assert lines[3].startswith("bo ") and "test_0, test_1, test_2" in lines[3]
+
+
+def _change_source_after_release(course) -> None:
+    """The instructor edits a test cell and its points in source/ without releasing."""
+    import nbformat
+    from conftest import write_nb
+
+    path = course.source("tiny") / "tiny.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == "test_total":
+            cell.source = "assert total(N) == 14\nassert total(1) == 1"
+            meta["points"] = 2
+    write_nb(nb, path)
+
+
+def test_grade_and_validate_refuse_a_stale_release(tiny_course, submit):
+    submit("alice", complete(tiny_course))
+    _change_source_after_release(tiny_course)
+    base = ["--course-dir", str(tiny_course.root)]
+    for command in (["grade", "tiny", "--backend", "inline"], ["validate", "tiny"]):
+        out = CliRunner().invoke(cli, [*base, *command, "--unsafe-no-sandbox"])
+        assert out.exit_code == 2, out.output
+        assert out.stderr == (
+            "error: source/tiny changed since it was released: release/tiny/tiny.ipynb is "
+            "stale (source/ changed since the last release); run 'autograder release tiny' "
+            "first (participants need the new version), or pass --allow-stale to grade "
+            "against the new source anyway\n"
+        )
+    assert not (tiny_course.root / "gradebook.db").exists()
+
+
+def test_with_allow_stale_nobody_is_told_they_edited_what_the_instructor_changed(
+    tiny_course, submit
+):
+    import autograder
+
+    submit("alice", complete(tiny_course))
+    _change_source_after_release(tiny_course)
+    report = autograder.grade(tiny_course, "tiny", settings=UNSAFE, backend="inline",
+                              allow_stale=True)  # fmt: skip
+    alice = report.graded[0]
+    assert alice.details["notes"] == []
+    assert alice.item("test_total").max_score == 2
