@@ -127,6 +127,17 @@ def _released_cells(path: Path) -> dict[str, tuple[str, Any]]:
         return {}
 
 
+def _of_another_assignment(ctx: SanitizeContext, graded: int) -> bool:
+    """More graded cells foreign than this assignment's, and at least half of its missing."""
+    present = graded - len(ctx.missing)
+    return bool(ctx.unknown) and len(ctx.unknown) > present and 2 * len(ctx.missing) >= graded
+
+
+def _names(ids: Sequence[str], most: int = 3) -> str:
+    shown = ", ".join(repr(i) for i in ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
 def sanitize_notebooks(work: Work) -> None:
     """Find each notebook of the assignment in the work folder and restore its locked and
     graded cells from the source; a notebook that is not one of this assignment's is
@@ -152,6 +163,16 @@ def sanitize_notebooks(work: Work) -> None:
                     f"{path.name} has none of this assignment's graded cells: it looks like a "
                     f"notebook of another assignment; submit your copy of the released "
                     f"{name}.ipynb"
+                )
+            if _of_another_assignment(run.ctx, len(source.grade_cells)):
+                # Some grade ids may collide (two assignments with a 'test_training'), but
+                # most are foreign: grading it would fail this assignment's tests on another
+                # one's code, with no word of why.
+                raise InvalidNotebookError(
+                    f"{path.name} looks like a notebook of another assignment: its graded cells "
+                    f"{_names(run.ctx.unknown)} are not this assignment's, and "
+                    f"{_names(run.ctx.missing)} of this one are missing; submit your copy of "
+                    f"the released {name}.ipynb"
                 )
         except InvalidNotebookError as exc:
             run.nb, run.invalid = None, exc.message

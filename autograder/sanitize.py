@@ -43,6 +43,8 @@ class SanitizeContext:
     #: The released notebook's graded cells, by grade id: (source, points). A cell as it was
     #: released is never "edited" nor "claimed" points, even when the source changed since.
     released: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    #: Grade ids of the submission that the source does not have (their metadata dropped).
+    unknown: list[str] = dataclasses.field(default_factory=list)
 
 
 Step = Callable[[NotebookNode, SanitizeContext], NotebookNode]
@@ -125,6 +127,8 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
         if source_cell is None:
             # Unknown to the gradebook: nbgrader drops the id; we drop all its grading
             # metadata, so a forged or stale cell can neither score nor break validation.
+            if isinstance(grade_id, str) and nbgrader_meta(cell).get("grade"):
+                ctx.unknown.append(grade_id)
             cell.metadata.pop("nbgrader", None)
             continue
         meta = nbgrader_meta(cell)

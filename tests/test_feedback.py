@@ -570,3 +570,19 @@ def test_a_submission_that_never_ran_gets_a_page_saying_why(tiny_course, submit)
     html = page.read_text()
     assert '<span class="score">0</span> / 4 points' in html
     assert '<p class="muted">tiny.ipynb is not valid notebook JSON (line 1, column 1' in html
+
+
+def test_a_test_cell_missing_from_the_submission_lost_its_points_on_the_page():
+    from autograder.feedback import STATE_LABELS, _state
+
+    missing = ItemResult(
+        "test_total", "test", 0.0, 1.0, False,
+        "this graded cell is missing from the submission; start from the released notebook "
+        "and keep its cells",
+        needs_manual_grade=True,
+    )  # fmt: skip
+    assert STATE_LABELS[_state(missing)] == "lost points"
+    answer = ItemResult("explain", "manual", 0.0, 1.0, False, "", needs_manual_grade=True)
+    assert STATE_LABELS[_state(answer)] == "waiting for a grader"
+    hand = dataclasses.replace(answer, manual_score=1.0, needs_manual_grade=False)
+    assert STATE_LABELS[_state(hand)] == "graded by hand"

@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 
+import nbformat
 import pytest
 from click.testing import CliRunner
 from conftest import complete, released, with_cell
@@ -547,3 +548,29 @@ def test_with_allow_stale_nobody_is_told_they_edited_what_the_instructor_changed
     alice = report.graded[0]
     assert alice.details["notes"] == []
     assert alice.item("test_total").max_score == 2
+
+
+def test_another_assignments_notebook_whose_grade_ids_collide_is_named_as_such(tiny_course, submit):
+    from conftest import graded as with_meta
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    # Another assignment's notebook: one test shares this one's id, three are its own.
+    cells = [
+        with_meta(new_code_cell("raise NotImplementedError()"), "build", solution=True),
+        with_meta(new_code_cell("assert build()"), "test_squares", grade=True, points=2),
+        *(
+            with_meta(new_code_cell("assert True"), f"test_other_{n}", grade=True, points=1)
+            for n in range(3)
+        ),
+    ]
+    folder = submit("ivy", complete(tiny_course))
+    nbformat.write(new_notebook(cells=cells), folder / "tiny.ipynb")
+    (result,) = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline").graded
+    assert result.status == "invalid-notebook"
+    assert result.message == (
+        "tiny.ipynb looks like a notebook of another assignment: its graded cells "
+        "'test_other_0', 'test_other_1', 'test_other_2' are not this assignment's, and "
+        "'test_total', 'explain' of this one are missing; submit your copy of the released "
+        "tiny.ipynb"
+    )
+    assert not any("NotImplementedError" in i.message for i in result.items)
