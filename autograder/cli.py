@@ -387,6 +387,30 @@ def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
         run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo, progress=watcher)
 
 
+@cli.command("new")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", default="digits", show_default=True, help="The course's data set.")
+def new_cmd(folder: Path, dataset: str) -> None:
+    """Make a course in FOLDER, with a first assignment that validates."""
+    from .scaffold import new_course
+
+    new_course(folder, dataset=dataset)
+    click.echo(f"wrote {folder}; next: cd {folder} && autograder data prepare {dataset} && "
+               "autograder validate first")  # fmt: skip
+
+
+@cli.command("new-assignment")
+@click.argument("name")
+@click.option("--dataset", default="digits", show_default=True, help="Its data set.")
+@click.pass_obj
+def new_assignment_cmd(course: Course, name: str, dataset: str) -> None:
+    """Add assignment NAME (every cell kind, both checks) to the course, released."""
+    from .scaffold import new_assignment
+
+    click.echo(f"wrote {new_assignment(course, name, dataset=dataset)}; next: autograder "
+               f"data prepare {dataset} && autograder validate {name}")  # fmt: skip
+
+
 @cli.group()
 def data() -> None:
     """Prepare data sets in the Kaggle digit-recognizer layout."""
