@@ -118,7 +118,7 @@ def run_checks(
         if isinstance(check, AccuracyCheck):
             items.append(accuracy_check(job, check, workdir, outcomes[notebook]))
         else:
-            items.append(csv_check(job, check, workdir, out_dir))
+            items.append(csv_check(job, check, workdir, out_dir, outcomes[notebook]))
     return items
 
 
@@ -174,19 +174,55 @@ def _invalid_csv_message(check: CsvCheck, report: Any) -> str:
     )
 
 
-def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> ItemResult:
-    """Validate the notebook's CSV for its competition and score it on the held-back labels."""
+#: Calls that write a CSV: a cell naming one of them (or the file) is taken for the writer.
+_WRITERS = ("to_csv", "savetxt", "csv.writer", "write_submission")
+#: Statuses that mean the notebook stopped before its end (the kernel died, ran out of time).
+_STOPPED = {"kernel-died", "memory", "timeout"}
+
+
+def _not_written(check: CsvCheck, outcome: ExecutionOutcome | None) -> str:
+    """Why the notebook wrote no ``check.file``: what really happened, when it is known."""
+    if outcome is not None and outcome.status in _STOPPED and outcome.message:
+        return f"the notebook did not write {check.file}: {outcome.message}"
+    if outcome is not None:
+        name = Path(check.file).name
+        count = 0
+        for cell in outcome.nb.cells:
+            if cell.cell_type != "code":
+                continue
+            count += 1
+            source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+            if name not in source and not any(w in source for w in _WRITERS):
+                continue
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    error = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
+                    return (
+                        f"the notebook did not write {check.file}: cell [{count}], which writes "
+                        f"it, raised {error.strip().rstrip(':')[:300]}; fix that cell"
+                    )
+    return f"the notebook did not write {check.file}; run the cell that saves the predictions"
+
+
+def csv_check(
+    job: GradeJob,
+    check: CsvCheck,
+    workdir: Path,
+    out_dir: Path,
+    outcome: ExecutionOutcome | None = None,
+) -> ItemResult:
+    """Validate the notebook's CSV for its competition and score it on the held-back labels.
+
+    The points depend on the public score only, the one a participant sees during the
+    workshop (as on Kaggle's public leaderboard): a gate on the overall score would pass or
+    fail on labels nobody is shown, and tell them something about the private part."""
     heldout = job.heldout[check.dataset]
     meta = _meta(heldout)
     path = (workdir / check.file).resolve()
     if workdir.resolve() not in path.parents:
         return zero_item(check, job.config, f"{check.file} is outside the notebook's folder")
     if not path.exists() and not path.is_symlink():
-        return zero_item(
-            check,
-            job.config,
-            f"the notebook did not write {check.file}; run the cell that saves the predictions",
-        )
+        return zero_item(check, job.config, _not_written(check, outcome))
     if path.is_symlink() or not path.is_file():
         return zero_item(check, job.config, f"{check.file} is not a regular file")
     # Check and score the grader's copy: nothing the notebook left running can change it.
@@ -234,7 +270,7 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
         "correct": score.correct,
         "rows": report.rows_seen,
     }
-    if check.min_score is not None and score.overall < check.min_score:
+    if check.min_score is not None and score.public < check.min_score:
         return ItemResult(
             id=check.id,
             kind="csv",
@@ -242,8 +278,8 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
             max_score=check.points,
             passed=False,
             message=(
-                f"{check.file} is valid but scores {score.overall:.3f}, below the required "
-                f"{check.min_score:.3f} (public {score.public:.3f}, private {score.private:.3f})"
+                f"{check.file} is valid but its public score {score.public:.3f} is below the "
+                f"required {check.min_score:.3f}"
             ),
             notebook=check_notebook_for(check, job.config),
             details=details,
@@ -255,7 +291,7 @@ def csv_check(job: GradeJob, check: CsvCheck, workdir: Path, out_dir: Path) -> I
         score=check.points,
         max_score=check.points,
         passed=True,
-        message=f"{check.file} is valid and scores {score.overall:.3f}{needed}",
+        message=f"{check.file} is valid; its public score is {score.public:.3f}{needed}",
         notebook=check_notebook_for(check, job.config),
         details=details,
     )

@@ -89,9 +89,17 @@ def release_cmd(course: Course, assignments: tuple[str, ...], check: bool) -> No
         click.echo("release/ is up to date with source/")
 
 
+_allow_stale = click.option(
+    "--allow-stale",
+    is_flag=True,
+    help="Run even when release/ is out of date with source/ (default: refuse).",
+)
+
+
 @cli.command("validate")
 @click.argument("assignment")
 @with_run_options
+@_allow_stale
 @click.pass_obj
 def validate_cmd(
     course: Course,
@@ -101,6 +109,7 @@ def validate_cmd(
     memory_limit: str | None,
     params: tuple[str, ...],
     unsafe: bool,
+    allow_stale: bool,
 ) -> None:
     """Grade the instructor solution of ASSIGNMENT; every test and check must pass."""
     from .validate import validate
@@ -112,17 +121,17 @@ def validate_cmd(
         memory_limit=memory_limit,
         params=params,
     )
-    report = validate(course, assignment, settings=settings)
+    report = validate(course, assignment, settings=settings, allow_stale=allow_stale)
     result = report.result
     click.echo(
         f"{assignment}: {result.score:g} / {result.max_score:g} points, status {result.status}, "
         f"{result.duration_s:.0f} s"
     )
-    for line in report.manual:
-        click.echo(f"  manual: {line}")
+    for line in report.figures:
+        click.echo(f"  {line}")
     if not report.ok:
-        for line in report.problems:
-            click.echo(f"  FAIL {line}")
+        if report.result.status != "graded":
+            click.echo(f"  FAIL {report.problems[0]}")
         sys.exit(1)
     click.echo("  every test and check passes")
 
@@ -166,6 +175,7 @@ def validate_cmd(
     "default: on when there are more CPU cores than workers, or GPUs).",
 )
 @with_run_options
+@_allow_stale
 @gradebook_option
 @click.pass_obj
 def grade_cmd(
@@ -185,6 +195,7 @@ def grade_cmd(
     memory_limit: str | None,
     params: tuple[str, ...],
     unsafe: bool,
+    allow_stale: bool,
 ) -> None:
     """Grade every new or changed submission of ASSIGNMENT and record it in the gradebook."""
     from .console import ConsoleProgress
@@ -216,6 +227,7 @@ def grade_cmd(
                 students=students or None,
                 progress=watcher,
                 prestart=prestart,
+                allow_stale=allow_stale,
             )
     except KeyboardInterrupt:
         click.echo(
@@ -226,12 +238,11 @@ def grade_cmd(
         sys.exit(130)
     for warning in report.warnings:
         click.echo(f"warning: {warning}", err=True)
-    if report.skipped:
-        click.echo(
-            f"{len(report.skipped)} unchanged submission(s) already graded; --force grades "
-            "them again"
-        )
-    click.echo(f"{len(report.graded)} submission(s) graded; see 'autograder results {assignment}'")
+    again = " (--force grades them again)" if report.skipped else ""
+    click.echo(
+        f"{len(report.graded)} graded, {len(report.skipped)} unchanged{again}; see "
+        f"'autograder results {assignment}'"
+    )
 
 
 @cli.command("results")
@@ -291,13 +302,20 @@ def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], fin
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the page (default: <course>/leaderboard.html).",
 )
+@click.option(
+    "--reasons",
+    is_flag=True,
+    help="The instructor's copy: also list who is not ranked and why (do not publish it).",
+)
 @gradebook_option
 @click.pass_obj
-def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path | None) -> None:
+def leaderboard_cmd(
+    course: Course, assignment: str, final: bool, output: Path | None, reasons: bool
+) -> None:
     """Write the class leaderboard of ASSIGNMENT (public scores; --final: private)."""
     from .leaderboard import write_leaderboard
 
-    path = write_leaderboard(course, assignment, final=final, output=output)
+    path = write_leaderboard(course, assignment, final=final, output=output, reasons=reasons)
     click.echo(f"wrote {'final' if final else 'public'} leaderboard {path}")
 
 
@@ -306,9 +324,9 @@ def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path |
 @click.option(
     "--competition",
     type=Registered("autograder.competitions", "COMPETITIONS", "get_competition"),
-    default="digit-recognizer",
-    show_default=True,
-    help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10.",
+    default=None,
+    help="Format to check: digit-recognizer, digits, fashion-mnist, mnist or cifar-10. "
+    "Default: the one the course's CSV checks use, else digit-recognizer.",
 )
 @click.option(
     "--rows",
@@ -320,7 +338,7 @@ def leaderboard_cmd(course: Course, assignment: str, final: bool, output: Path |
 @click.option("--json", "as_json", is_flag=True, help="Print the report as a JSON object.")
 @click.pass_context
 def check_csv_cmd(
-    ctx: click.Context, file: Path, competition: str, rows: int | None, as_json: bool
+    ctx: click.Context, file: Path, competition: str | None, rows: int | None, as_json: bool
 ) -> None:
     """Check a Kaggle submission FILE: header, row count, ids, labels, encoding.
 
@@ -334,10 +352,15 @@ def check_csv_cmd(
     """
     import json
 
-    from .competitions import get_competition, resolve_rows
+    from .competitions import course_competition, get_competition, resolve_rows
     from .csvcheck import check_csv
 
+    dataset = None
+    if competition is None:
+        competition, dataset = course_competition(ctx.obj)
     chosen = get_competition(competition)
+    if rows is None and dataset is not None and (ctx.obj.data(dataset) / "dataset.json").exists():
+        rows = resolve_rows(chosen, course=ctx.obj, dataset=dataset)  # as the grader counts
     expected = resolve_rows(chosen, course=ctx.obj, rows=rows)
     report = check_csv(file, competition=chosen, rows=expected)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
@@ -362,6 +385,30 @@ def demo_cmd(folder: Path, workers: int | None, unsafe: bool) -> None:
 
     with ConsoleProgress() as watcher:
         run_demo(folder, workers=workers, sandbox=not unsafe, echo=click.echo, progress=watcher)
+
+
+@cli.command("new")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--dataset", default="digits", show_default=True, help="The course's data set.")
+def new_cmd(folder: Path, dataset: str) -> None:
+    """Make a course in FOLDER, with a first assignment that validates."""
+    from .scaffold import new_course
+
+    new_course(folder, dataset=dataset)
+    click.echo(f"wrote {folder}; next: cd {folder} && autograder data prepare {dataset} && "
+               "autograder validate first")  # fmt: skip
+
+
+@cli.command("new-assignment")
+@click.argument("name")
+@click.option("--dataset", default="digits", show_default=True, help="Its data set.")
+@click.pass_obj
+def new_assignment_cmd(course: Course, name: str, dataset: str) -> None:
+    """Add assignment NAME (every cell kind, both checks) to the course, released."""
+    from .scaffold import new_assignment
+
+    click.echo(f"wrote {new_assignment(course, name, dataset=dataset)}; next: autograder "
+               f"data prepare {dataset} && autograder validate {name}")  # fmt: skip
 
 
 @cli.group()

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import TYPE_CHECKING
 
+from .config import Course, CsvCheck, load_assignment
 from .datasizes import DIGIT_CLASSES, DIGITS_TEST_ROWS, FASHION_MNIST_TEST_ROWS
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .config import Course
 
 #: Rows of the test.csv of Kaggle's own digit-recognizer (Kaggle's number, not a split of ours).
 KAGGLE_DIGIT_RECOGNIZER_ROWS = 28_000
@@ -128,6 +125,32 @@ def get_competition(name: str) -> Competition:
         raise ConfigError(
             f"unknown competition {name!r}; choose one of {', '.join(COMPETITIONS)}"
         ) from None
+
+
+def course_competition(course: Course) -> tuple[str, str | None]:
+    """The competition a file is checked for in ``course`` when none is named, and the data
+    set whose rows it must have: the course's CSV checks' (a fashion course checks for
+    ``fashion-mnist``); without any, ``digit-recognizer``. ConfigError when the course's
+    checks use several, naming them."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for assignment in course.assignments():
+        try:
+            config = load_assignment(course, assignment)
+        except ConfigError:
+            continue  # a broken assignment.toml is grade's to report, not check-csv's
+        for check in config.checks:
+            if isinstance(check, CsvCheck):
+                found.setdefault((check.competition, check.dataset), []).append(assignment)
+    if not found:
+        return "digit-recognizer", None
+    if len({competition for competition, _ in found}) > 1:
+        uses = "; ".join(f"{c} ({', '.join(a)})" for (c, _), a in sorted(found.items()))
+        raise ConfigError(
+            f"the course checks CSV files for more than one competition: {uses}; choose one "
+            "with --competition NAME"
+        )
+    competition, dataset = next(iter(found))
+    return competition, dataset
 
 
 def resolve_rows(

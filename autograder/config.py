@@ -142,7 +142,9 @@ class AccuracyCheck:
     id: str = dataclasses.field(metadata=_help("item id in the gradebook"))
     points: float = dataclasses.field(metadata=_help("points for reaching the threshold"))
     threshold: float = dataclasses.field(metadata=_help("accuracy needed for the points, 0..1"))
-    dataset: str = dataclasses.field(default="digits", metadata=_help("held-out set to use"))
+    dataset: str = dataclasses.field(
+        default="", metadata=_help("held-out set to use (default: the assignment's data set)")
+    )
     notebook: str = dataclasses.field(
         default="", metadata=_help("notebook that trains the model (default: the only one)")
     )
@@ -165,10 +167,13 @@ class CsvCheck:
         default="submission.csv", metadata=_help("path the notebook writes, in its folder")
     )
     competition: str = dataclasses.field(
-        default="digit-recognizer", metadata=_help("format the file must follow")
+        default="", metadata=_help("format the file must follow (default: its data set's)")
     )
     dataset: str = dataclasses.field(
-        default="digits", metadata=_help("data set whose held-back test labels score the file")
+        default="",
+        metadata=_help(
+            "data set whose held-back test labels score the file (default: the assignment's)"
+        ),
     )
     min_score: float | None = dataclasses.field(
         default=None, metadata=_help("accuracy needed for the points; none: valid is enough")
@@ -385,7 +390,6 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
             raise ConfigError(
                 f"{where}: check {check.id!r} threshold {check.threshold} must be between 0 and 1"
             )
-        check_name("dataset", check.dataset)
         seen.add(check.id)
         checks.append(check)
 
@@ -408,9 +412,25 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
         notebooks=tuple(n.removesuffix(".ipynb") for n in notebooks),
         dataset=dataset,
         execute=execute,
-        checks=tuple(checks),
+        checks=tuple(_inherit(check, dataset) for check in checks),
         service=service,
     )
+
+
+#: The data set of a check that names none, in an assignment that names none either.
+DEFAULT_DATASET = "digits"
+
+
+def _inherit(check: Check, dataset: str) -> Check:
+    """A check without a ``dataset`` reads the assignment's (a fashion course's checks score
+    on Fashion-MNIST without saying so); a CSV check without a ``competition`` follows the
+    format of its data set (each data set ``data prepare`` writes is a competition of that
+    name), which is what its rows are counted from."""
+    own = check_name("dataset", check.dataset or dataset or DEFAULT_DATASET)
+    check = dataclasses.replace(check, dataset=own)
+    if isinstance(check, CsvCheck) and not check.competition:
+        check = dataclasses.replace(check, competition=own)
+    return check
 
 
 def load_assignment(course: Course, assignment: str) -> AssignmentConfig:

@@ -67,40 +67,47 @@ class ConsoleProgress:
         self.running = max(0, self.running - 1)
         self.failed += result.status != "graded"
         self.bar.update(self.task, completed=self.done, failed=self.failed, running=self.running)
-        click.echo(
-            f"  {result.student:<24} {result.status:<16} {result.score:>6g} / "
+        line = (
+            f"  {printable(result.student):<24} {result.status:<16} {result.score:>6g} / "
             f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.device:<7} "
             f"{printable(result.message)}"
         )
+        click.echo(_cut(line.rstrip(), TABLE_WIDTH))
 
 
-def results_table(results: Sequence[SubmissionResult]) -> None:
-    """Print a table of results (one row per submission, failed items named) to the terminal."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+#: The results table's width: it fits a terminal of 100 columns, one line per submission.
+TABLE_WIDTH = 100
 
-    table = Table(title=f"{results[0].assignment}: {len(results)} submission(s)" if results else "")
-    for column, justify in (
-        ("student", "left"),
-        ("status", "left"),
-        ("score", "right"),
-        ("lost points on", "left"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for result in results:
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def results_table(results: Sequence[SubmissionResult], *, width: int = TABLE_WIDTH) -> None:
+    """Print the results, one line per submission and at most ``width`` columns: student,
+    status, score, and the items that lost points, with the first reason (the status's own
+    when the notebook did not run to the end; the rest are in ``--json`` and on the pages)."""
+    if not results:
+        return
+    name_w = min(20, max(7, *(len(printable(r.student)) for r in results)))
+    status_w = max(6, *(len(r.status) for r in results))
+    scores = [f"{r.score:g} / {r.max_score:g}" for r in results]
+    score_w = max(5, *(len(s) for s in scores))
+    click.echo(f"{results[0].assignment}: {len(results)} submission(s)")
+    head = f"{'student':<{name_w}}  {'status':<{status_w}}  {'score':>{score_w}}  lost points on"
+    click.echo(_cut(head, width))
+    for result, score in zip(results, scores, strict=True):
         failed = [i for i in result.items if i.score < i.max_score]
-        # Items that failed for the submission's own reason are named, not repeated.
-        same = [i.id for i in failed if result.message and i.message == result.message]
-        lost = [f"{i.id}: {i.message}" for i in failed if i.id not in same]
-        if same:
-            lost.insert(0, f"{', '.join(same)}: see the status")
-        status = result.status if not result.message else f"{result.status}\n{result.message}"
-        # Text, not strings: rich would read "[/]" in a message as its own markup.
-        table.add_row(
-            Text(printable(result.student)),
-            Text(printable(status)),
-            f"{result.score:g} / {result.max_score:g}",
-            Text(printable("\n".join(lost) or "-")),
+        lost = ", ".join(i.id for i in failed)
+        # One reason, never the same sentence once per item: the submission's own, else the
+        # first item's.
+        if result.message:
+            note = result.message  # what stopped the notebook explains every lost point
+        else:
+            reason = next((i.message for i in failed if i.message), "")
+            note = f"{lost} ({reason})" if reason else lost or "-"
+        line = (
+            f"{_cut(printable(result.student), name_w):<{name_w}}  {result.status:<{status_w}}  "
+            f"{score:>{score_w}}  {printable(note).replace(chr(10), ' ')}"
         )
-    Console(width=160).print(table)
+        click.echo(_cut(line, width))

@@ -378,14 +378,30 @@ def prepare(
     return write_kaggle_layout(splits, course.data(folder), course.heldout(folder), name)
 
 
+def not_prepared(course: Course, dataset: str) -> DataError:
+    """The refusal for a data set ``course`` lacks: how to prepare it, when ``data prepare``
+    knows the name, else the names it knows (and the nearest), never a command that fails."""
+    if dataset in SOURCES:
+        return DataError(
+            f"data set {dataset!r} is not prepared in {course.root}; run "
+            f"'autograder data prepare {dataset}' first"
+        )
+    import difflib
+
+    near = difflib.get_close_matches(dataset, list(SOURCES), n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return DataError(
+        f"data set {dataset!r} is not one 'autograder data prepare' writes, and "
+        f"{course.root} has no data set of that name; {hint}fix the name in assignment.toml "
+        f"(data sets: {', '.join(SOURCES)})"
+    )
+
+
 def heldout_meta(course: Course, dataset: str) -> dict[str, object]:
     """The grader-only description of a prepared data set; DataError says how to prepare it."""
     path = course.heldout(folder_name(dataset)) / "meta.json"
     if not path.exists():
-        raise DataError(
-            f"data set {dataset!r} is not prepared in {course.root}; run "
-            f"'autograder data prepare {dataset}' first"
-        )
+        raise not_prepared(course, dataset)
     return dict(json.loads(path.read_text()))
 
 
@@ -393,8 +409,5 @@ def copy_released(course: Course, dataset: str, dest: Path) -> None:
     """Copy the released files of ``dataset`` to ``dest`` (for an unsandboxed run)."""
     src = course.data(folder_name(dataset))
     if not (src / "train.csv").exists():
-        raise DataError(
-            f"data set {dataset!r} is not prepared in {course.root}; run "
-            f"'autograder data prepare {dataset}' first"
-        )
+        raise not_prepared(course, dataset)
     shutil.copytree(src, dest, dirs_exist_ok=True)

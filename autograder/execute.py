@@ -59,7 +59,10 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
     """
     import tempfile
 
+    from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
+
+    from .kernel import KERNEL_ARGV  # the sandboxed kernel's launcher: no library chatter
 
     runtime = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
     km = AsyncKernelManager(
@@ -69,6 +72,7 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
         connection_file=str(runtime / "kernel.json"),
     )
     km._autograder_runtime = runtime  # type: ignore[attr-defined]  # removed by shutdown_kernel
+    km._kernel_spec = KernelSpec(argv=KERNEL_ARGV, language="python", interrupt_mode="signal")
     return km
 
 
@@ -269,8 +273,15 @@ async def _run(
     return outcome
 
 
+def cell_label(nb: NotebookNode, index: int) -> str:
+    """The page's label of the cell at ``index``: ``[n]``, its place among the code cells."""
+    count = sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
+    return f"[{max(count, 1)}]"
+
+
 def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
-    where = f" in cell {outcome.stopped_at + 1}" if outcome.stopped_at is not None else ""
+    at = outcome.stopped_at
+    where = f" in cell {cell_label(outcome.nb, at)}" if at is not None else ""
     reason = getattr(km, "termination_reason", lambda: None)()
     if reason == "memory":
         outcome.status = "memory"
@@ -294,31 +305,36 @@ async def _run_cells(
     limits: ExecutionLimits,
     deadline: float,
 ) -> None:
+    count = 0
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
+        count += 1
+        label = f"[{count}]"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             outcome.status = "timeout"
             outcome.stopped_at = index
             outcome.message = (
                 f"the notebook ran past its {limits.timeout_total:.0f} s limit; cell "
-                f"{index + 1} and the cells after it were not run"
+                f"{label} and the cells after it were not run"
             )
             return
         per_cell = min(limits.timeout_cell, remaining)
         client.timeout = int(max(1, per_cell))
         outcome.stopped_at = index
         try:
-            await client.async_execute_cell(cell, index, execution_count=index + 1)
+            await client.async_execute_cell(cell, index, execution_count=count)
         except DeadKernelError:
+            cell.execution_count = count
             raise
+        cell.execution_count = count  # the kernel's own runs ahead; the page shows this one
         outcome.stopped_at = None
         if _is_memory_error(cell):
             outcome.status = "memory"
             limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
             outcome.message = (
-                f"cell {index + 1} ran out of memory{limit}; use fewer images at once or a "
+                f"cell {label} ran out of memory{limit}; use fewer images at once or a "
                 "smaller batch size"
             )
         if any(o.get("ename") == TIMEOUT_ERROR["ename"] for o in cell.get("outputs", [])):
@@ -329,7 +345,7 @@ async def _run_cells(
                 outcome.status = "timeout"
                 outcome.stopped_at = index
                 outcome.message = (
-                    f"cell {index + 1} ran past its {per_cell:.0f} s limit and did not stop "
+                    f"cell {label} ran past its {per_cell:.0f} s limit and did not stop "
                     "when interrupted; the cells after it were not run"
                 )
                 return
@@ -338,13 +354,13 @@ async def _run_cells(
                 outcome.stopped_at = index + 1
                 outcome.message = (
                     f"the notebook ran past its {limits.timeout_total:.0f} s limit in cell "
-                    f"{index + 1}; the cells after it were not run"
+                    f"{label}; the cells after it were not run"
                 )
                 return
             if outcome.status == "graded":
                 outcome.status = "timeout"
                 outcome.message = (
-                    f"cell {index + 1} ran past its {limits.timeout_cell:.0f} s limit and was "
+                    f"cell {label} ran past its {limits.timeout_cell:.0f} s limit and was "
                     "interrupted; the other cells were run"
                 )
 
@@ -437,6 +453,8 @@ def kernel_env(
         "PYTHONUNBUFFERED": "1",
         "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
         "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+        "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ INFO lines (absl's: KERNEL_ARGV)
+        "GRPC_VERBOSITY": "ERROR",
         "AUTOGRADER": "1",
     }
     for key in ("KERAS_BACKEND", "VIRTUAL_ENV", "TZ"):

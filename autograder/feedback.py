@@ -212,10 +212,16 @@ STATE_LABELS = {
 
 
 def _state(item: ItemResult) -> str:
-    if item.needs_manual_grade:
-        return "pending"
     if item.hand_graded and item.manual_score is not None:
         return "hand"
+    # A test cell missing from the submission is flagged for a human in nbgrader's gradebook,
+    # but it is not an answer awaiting a grader: it lost its points (its message says why).
+    if item.needs_manual_grade and item.hand_graded:
+        return "pending"
+    if item.needs_manual_grade and item.manual_score is None and not item.passed:
+        return "fail"
+    if item.needs_manual_grade:
+        return "pending"
     return "pass" if item.passed else "fail"
 
 

@@ -21,7 +21,7 @@ from .errors import AutograderError
 from .job import SKIPPED_DIRS, GradeJob, GradeSettings, new_job, require_data
 from .probe import require_sandbox
 from .release import fingerprint as assignment_fingerprint
-from .release import source_index
+from .release import require_released, source_index
 from .results import SubmissionResult
 from .schedule import DEFAULT_PER_GPU, check_backend, default_workers, gpu_slots, run_jobs, warm_up
 
@@ -128,6 +128,8 @@ def build_jobs(
 ) -> tuple[list[GradeJob], list[str], list[str], AssignmentConfig]:
     """The jobs still to do (and the students skipped as already graded, and warnings)."""
     config = load_assignment(course, assignment)
+    # Every refusal the course's own files can cause comes before the gradebook is created.
+    require_data(course, config)
     index = source_index(course, config)
     gradebook.register_assignment(course.gradebook_url, config, index)
     assignment_fp = assignment_fingerprint(index, config)
@@ -137,7 +139,6 @@ def build_jobs(
     if students:
         found = [s for s in found if s in set(students)] + [s for s in students if s not in found]
     recorded = gradebook.fingerprints(course.gradebook_url, assignment)
-    require_data(course, config)
     jobs, skipped = [], []
     for student in found:
         folder = root / student / assignment
@@ -185,6 +186,7 @@ def grade(
     students: Sequence[str] | None = None,
     progress: Progress | None = None,
     prestart: bool | None = None,
+    allow_stale: bool = False,
 ) -> GradeReport:
     """Grade every new or changed submission of ``assignment`` and record the results.
 
@@ -194,7 +196,8 @@ def grade(
     (default: :func:`~autograder.schedule.default_workers`); ``per_gpu``: kernels sharing
     each GPU (default :data:`~autograder.schedule.DEFAULT_PER_GPU`). ``prestart``: the local pool's
     workers start their next kernel while a notebook runs; None: when that has a core to run
-    on (see :func:`prestart_pays`)."""
+    on (see :func:`prestart_pays`). Refuses (ReleaseError) when ``release/`` is not what
+    ``source/`` releases, unless ``allow_stale``."""
     settings = settings or GradeSettings()
     per_gpu = DEFAULT_PER_GPU if per_gpu is None else per_gpu
     if workers is None:
@@ -205,6 +208,10 @@ def grade(
         require_sandbox()
     if prestart is None:
         prestart = prestart_pays(workers, use_gpu)
+    # A typo in assignment.toml or data not prepared is refused before any worker starts.
+    require_data(course, load_assignment(course, assignment))
+    if not allow_stale:
+        require_released(course, assignment)
     warm = warm_up(backend, workers=workers, scheduler=scheduler, use_gpu=use_gpu)
     try:
         jobs, skipped, warnings, _ = build_jobs(

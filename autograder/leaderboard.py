@@ -4,7 +4,9 @@ During the workshop the ranking uses the public part of the held-back test label
 public leaderboard does; the private scores (and the overall score, from which the private one
 could be worked out) are left out of the page entirely. ``--final`` ranks on the private
 scores and shows both. Ties go to the earlier submission. Students without a valid, scored
-CSV are listed below the ranking with the reason. The summary is a histogram of total scores
+CSV are listed below the ranking with the reason only on the instructor's copy
+(``reasons=True``, ``leaderboard --reasons``): the page the class sees names nobody who
+failed, nor why. The summary is a histogram of total scores
 and the pass rate of every item. One self-contained file, like the feedback pages.
 """
 
@@ -115,10 +117,16 @@ def summarize(results: Sequence[SubmissionResult]) -> list[ItemSummary]:
 
 
 def write_leaderboard(
-    course: Course, assignment: str, *, final: bool = False, output: Path | None = None
+    course: Course,
+    assignment: str,
+    *,
+    final: bool = False,
+    output: Path | None = None,
+    reasons: bool = False,
 ) -> Path:
     """Write the leaderboard of ``assignment`` (default ``<course>/leaderboard.html``) and
-    return its path. Without ``final`` no private score appears anywhere in the file."""
+    return its path. Without ``final`` no private score appears anywhere in the file; without
+    ``reasons`` (the instructor's copy) no participant who is not ranked, nor why."""
     config = load_assignment(course, assignment)
     csv_checks = [c for c in config.checks if c.kind == "csv"]
     if not csv_checks:
@@ -138,7 +146,7 @@ def write_leaderboard(
         check_id=check.id,
         final=final,
         entries=entries,
-        unranked=unranked,
+        unranked=unranked if reasons else [],
         n=len(results),
         mean=sum(r.score for r in results) / len(results),
         max_score=max_score,

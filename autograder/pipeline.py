@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nbformat
 from nbformat import NotebookNode
 
 from . import checks, prestart
@@ -49,7 +50,7 @@ from .job import (
 from .notebooks import read_notebook, write_notebook
 from .policy import kernel_factory, kernel_key, spare_kernel
 from .results import ItemResult, SubmissionResult
-from .sanitize import SanitizeContext, sanitize
+from .sanitize import SanitizeContext, released_cells, sanitize
 from .scoring import missing_items, score_notebook
 
 #: Worse statuses win when a submission's notebooks end differently.
@@ -118,6 +119,25 @@ def prepare(work: Work) -> None:
         work.unusable = exc.message
 
 
+def _released_cells(path: Path) -> dict[str, tuple[str, Any]]:
+    """The graded cells of the released notebook (the instructor's, so trusted), if any."""
+    try:
+        return released_cells(nbformat.read(path, as_version=4))
+    except Exception:  # no release (a course graded with --allow-stale), or unreadable
+        return {}
+
+
+def _of_another_assignment(ctx: SanitizeContext, graded: int) -> bool:
+    """More graded cells foreign than this assignment's, and at least half of its missing."""
+    present = graded - len(ctx.missing)
+    return bool(ctx.unknown) and len(ctx.unknown) > present and 2 * len(ctx.missing) >= graded
+
+
+def _names(ids: Sequence[str], most: int = 3) -> str:
+    shown = ", ".join(repr(i) for i in ids[:most])
+    return shown + (f" and {len(ids) - most} more" if len(ids) > most else "")
+
+
 def sanitize_notebooks(work: Work) -> None:
     """Find each notebook of the assignment in the work folder and restore its locked and
     graded cells from the source; a notebook that is not one of this assignment's is
@@ -130,7 +150,11 @@ def sanitize_notebooks(work: Work) -> None:
         run = NotebookRun(name)
         work.runs.append(run)
         source = job.source[name]
-        run.ctx = SanitizeContext(source=source, parameters=job.settings.parameters_for(job.config))
+        run.ctx = SanitizeContext(
+            source=source,
+            parameters=job.settings.parameters_for(job.config),
+            released=_released_cells(job.assignment_files / f"{name}.ipynb"),
+        )
         try:
             path = _find_notebook(work.workdir, name, single, run.notes, job.submission)
             run.nb = sanitize(read_notebook(path), run.ctx)
@@ -139,6 +163,16 @@ def sanitize_notebooks(work: Work) -> None:
                     f"{path.name} has none of this assignment's graded cells: it looks like a "
                     f"notebook of another assignment; submit your copy of the released "
                     f"{name}.ipynb"
+                )
+            if _of_another_assignment(run.ctx, len(source.grade_cells)):
+                # Some grade ids may collide (two assignments with a 'test_training'), but
+                # most are foreign: grading it would fail this assignment's tests on another
+                # one's code, with no word of why.
+                raise InvalidNotebookError(
+                    f"{path.name} looks like a notebook of another assignment: its graded cells "
+                    f"{_names(run.ctx.unknown)} are not this assignment's, and "
+                    f"{_names(run.ctx.missing)} of this one are missing; submit your copy of "
+                    f"the released {name}.ipynb"
                 )
         except InvalidNotebookError as exc:
             run.nb, run.invalid = None, exc.message

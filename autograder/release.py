@@ -275,6 +275,22 @@ def release(course: Course, assignment: str, *, check: bool = False) -> ReleaseR
     return ReleaseReport(assignment, written=tuple(written), extra=extra)
 
 
+def require_released(course: Course, assignment: str) -> None:
+    """Raise ReleaseError when ``release/<assignment>/`` is not what ``source/`` releases:
+    grading against a source the participants never saw would tell them they edited cells
+    the instructor changed, and score them on tests they were not given."""
+    report = release(course, assignment, check=True)
+    if report.in_sync:
+        return
+    problems = report.problems()
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    raise ReleaseError(
+        f"source/{assignment} changed since it was released: {'; '.join(problems[:3])}{more}; "
+        f"run 'autograder release {assignment}' first (participants need the new version), "
+        "or pass --allow-stale to grade against the new source anyway"
+    )
+
+
 # --- the source index: what the grader restores submissions from ---------------------------
 
 

@@ -42,6 +42,11 @@ class SanitizeContext:
     notes: list[str] = dataclasses.field(default_factory=list)
     #: Grade ids of the source that the submission lacks (they score 0).
     missing: list[str] = dataclasses.field(default_factory=list)
+    #: The released notebook's graded cells, by grade id: (source, points). A cell as it was
+    #: released is never "edited" nor "claimed" points, even when the source changed since.
+    released: dict[str, tuple[str, Any]] = dataclasses.field(default_factory=dict)
+    #: Grade ids of the submission that the source does not have (their metadata dropped).
+    unknown: list[str] = dataclasses.field(default_factory=list)
 
 
 Step = Callable[[NotebookNode, SanitizeContext], NotebookNode]
@@ -116,6 +121,16 @@ def _set_cell_type(cell: NotebookNode, cell_type: str) -> None:
         cell.pop("execution_count", None)
 
 
+def released_cells(nb: NotebookNode) -> dict[str, tuple[str, Any]]:
+    """The graded cells of a released notebook, by grade id: (source, points)."""
+    cells = {}
+    for cell in nb.cells:
+        meta = nbgrader_meta(cell)
+        if isinstance(meta.get("grade_id"), str):
+            cells[meta["grade_id"]] = (str(cell.source), meta.get("points"))
+    return cells
+
+
 def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
     """nbgrader's OverwriteCells: restore type, flags, points, checksum and locked sources."""
     from nbgrader.utils import compute_checksum
@@ -127,6 +142,8 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
         if source_cell is None:
             # Unknown to the gradebook: nbgrader drops the id; we drop all its grading
             # metadata, so a forged or stale cell can neither score nor break validation.
+            if isinstance(grade_id, str) and nbgrader_meta(cell).get("grade"):
+                ctx.unknown.append(grade_id)
             cell.metadata.pop("nbgrader", None)
             continue
         meta = nbgrader_meta(cell)
@@ -155,6 +172,8 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
                 changed = float(old_points) != source_cell.points
             except (TypeError, ValueError):
                 changed = True
+            if changed and source_cell.grade_id in ctx.released:
+                changed = ctx.released[source_cell.grade_id][1] != old_points
             if changed:
                 ctx.notes.append(
                     f"cell {grade_id!r} claimed {old_points!r} points; it is worth "
@@ -165,7 +184,8 @@ def restore_cells(nb: NotebookNode, ctx: SanitizeContext) -> NotebookNode:
             # The released copy of a test cell lacks its hidden tests, so it always differs
             # from the gradebook's: only a change to the text the student was given is news.
             released = strip_hidden_tests(source_cell.source, strict=True)
-            if cell.source.strip() != released.strip():
+            as_released = ctx.released.get(source_cell.grade_id, (released, None))[0]
+            if cell.source.strip() not in {released.strip(), as_released.strip()}:
                 ctx.notes.append(
                     f"read-only cell {grade_id!r} was edited; the original was restored before "
                     "grading"

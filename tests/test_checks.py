@@ -177,7 +177,7 @@ def test_a_weak_model_fails_with_the_numbers(graded_class):
     assert float(match.group(1)) < 0.85
     csv_item = results["weak"].item("kaggle-csv")
     assert csv_item.score == 0
-    assert csv_item.message.startswith("submission.csv is valid but scores 0.")
+    assert csv_item.message.startswith("submission.csv is valid but its public score 0.")
 
 
 def test_monkeypatching_inside_the_kernel_changes_nothing(graded_class):

@@ -166,3 +166,24 @@ def test_student_names_cannot_escape_the_course():
     course = Course.at("/tmp/c")
     with pytest.raises(ConfigError):
         course.submitted("../../etc", "a")
+
+
+def test_checks_inherit_the_assignments_data_set_and_its_format():
+    # A fashion course's checks, written as the README's example without a dataset, score on
+    # Fashion-MNIST and count its rows, not the embedded digits'.
+    config = parse_assignment(
+        "fashion",
+        {
+            "assignment": {"dataset": "fashion-mnist"},
+            "checks": [
+                {"id": "acc", "kind": "accuracy", "points": 4, "threshold": 0.8},
+                {"id": "csv", "kind": "csv", "points": 2, "min_score": 0.75},
+                {"id": "own", "kind": "csv", "points": 1, "dataset": "digits"},
+            ],
+        },
+        where="x",
+    )
+    assert [c.dataset for c in config.checks] == ["fashion-mnist", "fashion-mnist", "digits"]
+    assert [c.competition for c in config.checks[1:]] == ["fashion-mnist", "digits"]
+    bare = parse_assignment("a", {"checks": [{"id": "c", "kind": "csv", "points": 1}]}, where="x")
+    assert (bare.checks[0].dataset, bare.checks[0].competition) == ("digits", "digits")

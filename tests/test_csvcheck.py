@@ -874,3 +874,36 @@ def test_cli_help_names_every_competition_and_the_exit_codes():
     assert "0 the file is valid" in text
     assert "1 the file is invalid, including a missing, empty or unreadable file" in text
     assert "2 usage error: unknown competition, or a row count that is not known" in text
+
+
+def test_cli_checks_for_the_competition_of_the_course(tmp_path):
+    # A fashion course: its CSV check names no competition, and a file is checked as the
+    # grader will check it, for fashion-mnist with the prepared test.csv's rows.
+    source = tmp_path / "source" / "fashion"
+    source.mkdir(parents=True)
+    (source / "fashion.ipynb").write_text("{}")
+    (source / "assignment.toml").write_text(
+        "[assignment]\ndataset = 'fashion-mnist'\n\n"
+        "[[checks]]\nid = 'csv'\nkind = 'csv'\npoints = 1\n"
+    )
+    course = Course.at(tmp_path)
+    course.data("fashion-mnist").mkdir(parents=True)
+    (course.data("fashion-mnist") / "dataset.json").write_text('{"counts": {"test": 2}}')
+    path = write(tmp_path, HEADER + rows("1", "2"))
+    result = run(tmp_path, str(path))
+    assert (result.exit_code, result.output) == (
+        0,
+        "submission.csv: valid for fashion-mnist (2 rows)\n",
+    )
+    other = tmp_path / "source" / "other"
+    other.mkdir()
+    (other / "other.ipynb").write_text("{}")
+    (other / "assignment.toml").write_text(
+        "[[checks]]\nid = 'csv'\nkind = 'csv'\npoints = 1\ncompetition = 'cifar-10'\n"
+    )
+    result = run(tmp_path, str(path))
+    assert result.exit_code == 2
+    assert result.output == (
+        "error: the course checks CSV files for more than one competition: cifar-10 (other); "
+        "fashion-mnist (fashion); choose one with --competition NAME\n"
+    )

@@ -115,7 +115,7 @@ def csv_item(public: float | None, private: float | None, message: str = "") -> 
         score=1.0,
         max_score=1.0,
         passed=True,
-        message=f"submission.csv is valid and scores {overall:.3f}",
+        message=f"submission.csv is valid; its public score is {public:.3f}",
         notebook="tiny",
         details={"public": public, "private": private, "overall": overall, "rows": 40},
     )
@@ -330,7 +330,10 @@ def test_leaderboard_page_hides_private_scores_until_final(class_course, tmp_pat
         assert private not in page
     # The overall score would give the private one away: it is not there either.
     assert "0.79" not in page and "0.86" not in page
-    assert "<td>mallory</td><td>the notebook did not write submission.csv" in page
+    # Who is not ranked, and why, is for the instructor's copy only.
+    assert "mallory" not in page and "did not write" not in page
+    mine = write_leaderboard(class_course, "tiny", output=tmp_path / "mine.html", reasons=True)
+    assert "<td>mallory</td><td>the notebook did not write submission.csv" in mine.read_text()
     # The maximum is the gradebook's: the answer "explain" (1) and the accuracy check (2),
     # left out of these records, count as they do in nbgrader's totals.
     assert "6 submission(s); mean score 2.83 of 7." in page
@@ -567,3 +570,19 @@ def test_a_submission_that_never_ran_gets_a_page_saying_why(tiny_course, submit)
     html = page.read_text()
     assert '<span class="score">0</span> / 4 points' in html
     assert '<p class="muted">tiny.ipynb is not valid notebook JSON (line 1, column 1' in html
+
+
+def test_a_test_cell_missing_from_the_submission_lost_its_points_on_the_page():
+    from autograder.feedback import STATE_LABELS, _state
+
+    missing = ItemResult(
+        "test_total", "test", 0.0, 1.0, False,
+        "this graded cell is missing from the submission; start from the released notebook "
+        "and keep its cells",
+        needs_manual_grade=True,
+    )  # fmt: skip
+    assert STATE_LABELS[_state(missing)] == "lost points"
+    answer = ItemResult("explain", "manual", 0.0, 1.0, False, "", needs_manual_grade=True)
+    assert STATE_LABELS[_state(answer)] == "waiting for a grader"
+    hand = dataclasses.replace(answer, manual_score=1.0, needs_manual_grade=False)
+    assert STATE_LABELS[_state(hand)] == "graded by hand"

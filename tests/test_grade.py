@@ -6,6 +6,7 @@ import contextlib
 import json
 import sys
 
+import nbformat
 import pytest
 from click.testing import CliRunner
 from conftest import complete, released, with_cell
@@ -327,8 +328,7 @@ def test_a_grader_killed_mid_class_loses_nothing_and_regrades_nothing(tiny_cours
     assert 1 <= len(before) < len(students), "the kill must land mid-class"
 
     out = run()
-    assert f"{len(before)} unchanged submission(s) already graded" in out
-    assert f"{len(students) - len(before)} submission(s) graded" in out
+    assert f"{len(students) - len(before)} graded, {len(before)} unchanged" in out
     after = _recorded(db)
     assert sorted(after) == students  # each exactly once (the table's key is the student)
     assert {s: after[s] for s in before} == before  # same time, same record: not regraded
@@ -337,14 +337,12 @@ def test_a_grader_killed_mid_class_loses_nothing_and_regrades_nothing(tiny_cours
         r.student: r.score for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")
     } == {s: 3.0 for s in students}
 
-    assert "already graded" not in (forced := run("--force"))
-    assert f"{len(students)} submission(s) graded" in forced
+    assert f"{len(students)} graded, 0 unchanged;" in run("--force")
     assert _nbgrader_rows(db) == {s: (1, 1, 3) for s in students}
 
     submit("s3", with_cell(complete(tiny_course), "total", "def total(n):\n    return 0"))
     again = run()
-    assert f"{len(students) - 1} unchanged submission(s) already graded" in again
-    assert "1 submission(s) graded" in again
+    assert f"1 graded, {len(students) - 1} unchanged (--force grades them again)" in again
     results = {
         r.student: r.score for r in gradebook.load_results(tiny_course.gradebook_url, "tiny")
     }
@@ -461,3 +459,118 @@ def test_the_library_picks_the_worker_count_the_cli_shows(tiny_course, submit, m
               "--backend", "inline", "--force"],
     )  # fmt: skip
     assert f"grading tiny with {schedule.default_workers(())} worker(s)" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[execute]\ntimeout_cel = 5\n", "unknown key(s) timeout_cel"),
+        (
+            "[[checks]]\nid = 'acc'\nkind = 'accuracy'\npoints = 1\nthreshold = 0.5\n",
+            "data set 'digits' is not prepared",
+        ),
+    ],
+)
+def test_a_config_or_data_error_is_refused_before_workers_or_the_gradebook(
+    tiny_course, submit, toml, message
+):
+    submit("alice", complete(tiny_course))
+    (tiny_course.source("tiny") / "assignment.toml").write_text(toml)
+    base = ["--course-dir", str(tiny_course.root), "grade", "tiny", "--unsafe-no-sandbox"]
+    out = CliRunner().invoke(cli, [*base, "--backend", "inline"])
+    assert out.exit_code == 2 and message in out.stderr, out.output
+    assert "worker" not in out.stdout
+    assert not (tiny_course.root / "gradebook.db").exists()
+
+
+def test_the_results_table_fits_100_columns_with_one_line_per_student(capsys):
+    from autograder.console import results_table
+
+    crash = "the Python kernel stopped in cell [5] (it crashed, exited or was killed)"
+    items = tuple(
+        ItemResult(f"test_{n}", "test", 0.0, 1.0, False, crash, notebook="tiny") for n in range(6)
+    )
+    results = [
+        SubmissionResult(student=name, assignment="tiny", status=status, message=msg, items=items)
+        for name, status, msg in [
+            ("a-participant-with-a-long-name", "kernel-died", crash),
+            ("bo", "graded", ""),
+        ]
+    ]
+    results_table(results)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + len(results)
+    assert max(len(line) for line in lines) <= 100
+    assert [line.count("the Python kernel stopped") for line in lines[2:]] == [1, 0]
+    assert lines[3].startswith("bo ") and "test_0, test_1, test_2" in lines[3]
+
+
+def _change_source_after_release(course) -> None:
+    """The instructor edits a test cell and its points in source/ without releasing."""
+    import nbformat
+    from conftest import write_nb
+
+    path = course.source("tiny") / "tiny.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == "test_total":
+            cell.source = "assert total(N) == 14\nassert total(1) == 1"
+            meta["points"] = 2
+    write_nb(nb, path)
+
+
+def test_grade_and_validate_refuse_a_stale_release(tiny_course, submit):
+    submit("alice", complete(tiny_course))
+    _change_source_after_release(tiny_course)
+    base = ["--course-dir", str(tiny_course.root)]
+    for command in (["grade", "tiny", "--backend", "inline"], ["validate", "tiny"]):
+        out = CliRunner().invoke(cli, [*base, *command, "--unsafe-no-sandbox"])
+        assert out.exit_code == 2, out.output
+        assert out.stderr == (
+            "error: source/tiny changed since it was released: release/tiny/tiny.ipynb is "
+            "stale (source/ changed since the last release); run 'autograder release tiny' "
+            "first (participants need the new version), or pass --allow-stale to grade "
+            "against the new source anyway\n"
+        )
+    assert not (tiny_course.root / "gradebook.db").exists()
+
+
+def test_with_allow_stale_nobody_is_told_they_edited_what_the_instructor_changed(
+    tiny_course, submit
+):
+    import autograder
+
+    submit("alice", complete(tiny_course))
+    _change_source_after_release(tiny_course)
+    report = autograder.grade(tiny_course, "tiny", settings=UNSAFE, backend="inline",
+                              allow_stale=True)  # fmt: skip
+    alice = report.graded[0]
+    assert alice.details["notes"] == []
+    assert alice.item("test_total").max_score == 2
+
+
+def test_another_assignments_notebook_whose_grade_ids_collide_is_named_as_such(tiny_course, submit):
+    from conftest import graded as with_meta
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    # Another assignment's notebook: one test shares this one's id, three are its own.
+    cells = [
+        with_meta(new_code_cell("raise NotImplementedError()"), "build", solution=True),
+        with_meta(new_code_cell("assert build()"), "test_squares", grade=True, points=2),
+        *(
+            with_meta(new_code_cell("assert True"), f"test_other_{n}", grade=True, points=1)
+            for n in range(3)
+        ),
+    ]
+    folder = submit("ivy", complete(tiny_course))
+    nbformat.write(new_notebook(cells=cells), folder / "tiny.ipynb")
+    (result,) = grade(tiny_course, "tiny", settings=UNSAFE, backend="inline").graded
+    assert result.status == "invalid-notebook"
+    assert result.message == (
+        "tiny.ipynb looks like a notebook of another assignment: its graded cells "
+        "'test_other_0', 'test_other_1', 'test_other_2' are not this assignment's, and "
+        "'test_total', 'explain' of this one are missing; submit your copy of the released "
+        "tiny.ipynb"
+    )
+    assert not any("NotImplementedError" in i.message for i in result.items)

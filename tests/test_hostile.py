@@ -38,7 +38,7 @@ SQUARES = "def squares(n):\n    return [i * i for i in range(1, n + 1)]\n"
 WRONG = "def squares(n):\n    return [0]\n"
 HONEST = ("alice", "zoe")
 KERNEL_DIED = (
-    "the Python kernel stopped in cell 3 (it crashed, exited or was killed); the cells after "
+    "the Python kernel stopped in cell [2] (it crashed, exited or was killed); the cells after "
     "it were not run"
 )
 MISSING_CELL = (
@@ -395,7 +395,7 @@ def test_an_infinite_loop_is_interrupted_and_the_rest_runs(batch: Batch) -> None
     looper = batch.results["looper"]
     assert (looper.status, looper.message) == (
         "timeout",
-        "cell 3 ran past its 3 s limit and was interrupted; the other cells were run",
+        "cell [2] ran past its 3 s limit and was interrupted; the other cells were run",
     )
     assert _scores(looper) == NONE
     assert looper.item("test_squares").message == (
@@ -405,7 +405,7 @@ def test_an_infinite_loop_is_interrupted_and_the_rest_runs(batch: Batch) -> None
     sleeper = batch.results["sleeper"]
     assert (sleeper.status, sleeper.message, _scores(sleeper)) == (
         "timeout",
-        "cell 3 ran past its 3 s limit and was interrupted; the other cells were run",
+        "cell [2] ran past its 3 s limit and was interrupted; the other cells were run",
         FULL,
     )
 
@@ -413,7 +413,7 @@ def test_an_infinite_loop_is_interrupted_and_the_rest_runs(batch: Batch) -> None
 def test_a_loop_that_ignores_interrupts_is_stopped(batch: Batch) -> None:
     stubborn = batch.results["stubborn"]
     message = (
-        "cell 3 ran past its 3 s limit and did not stop when interrupted; the cells after it "
+        "cell [2] ran past its 3 s limit and did not stop when interrupted; the cells after it "
         "were not run"
     )
     assert (stubborn.status, stubborn.message, _scores(stubborn)) == ("timeout", message, NONE)
@@ -424,12 +424,12 @@ def test_memory_bombs_stop_with_status_memory(batch: Batch) -> None:
     heap = batch.results["heap"]
     assert (heap.status, heap.message, _scores(heap)) == (
         "memory",
-        "cell 3 ran out of memory (512M); use fewer images at once or a smaller batch size",
+        "cell [2] ran out of memory (512M); use fewer images at once or a smaller batch size",
         NONE,
     )
     shm = batch.results["shm"]
     message = (
-        "the notebook used more memory than allowed (512M) and was stopped in cell 3; use "
+        "the notebook used more memory than allowed (512M) and was stopped in cell [2]; use "
         "fewer images at once or a smaller batch size"
     )
     assert (shm.status, shm.message, _scores(shm)) == ("memory", message, NONE)
@@ -508,7 +508,7 @@ def test_a_patched_run_cell_earns_nothing(batch: Batch) -> None:
     result = batch.results["runcell"]
     assert (result.status, _scores(result)) == ("timeout", NONE)
     assert result.message == (
-        "cell 4 ran past its 3 s limit and did not stop when interrupted; the cells after it "
+        "cell [3] ran past its 3 s limit and did not stop when interrupted; the cells after it "
         "were not run"
     )
 

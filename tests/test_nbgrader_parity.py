@@ -67,7 +67,9 @@ def _both(tmp_path: Path, source: str, students: dict[str, str], *, nbgrader_arg
     expected = _nbgrader_scores(theirs.root, list(students))
 
     ours = _course(tmp_path / "ours", source, students, toml)
-    report = grade(ours, "ps1", settings=GradeSettings(sandbox=False), backend="inline")
+    report = grade(
+        ours, "ps1", settings=GradeSettings(sandbox=False), backend="inline", allow_stale=True
+    )
     got = {
         r.student: {i.id: (i.score, i.needs_manual_grade) for i in r.items} for r in report.graded
     }
@@ -113,6 +115,7 @@ def test_the_solution_and_the_released_version_of_test_ipynb_score_as_in_nbgrade
         settings=GradeSettings(sandbox=False),
         backend="inline",
         students=["unchanged"],
+        allow_stale=True,  # nbgrader's course: no release/ of ours
     )
     (unchanged,) = report.graded
     assert {i.id: (i.score, i.needs_manual_grade) for i in unchanged.items} == theirs["unchanged"]
@@ -217,7 +220,14 @@ def test_the_user_guide_course_totals_equal_nbgrader_before_and_after_hand_gradi
 
     # Regrading, by either tool, never erases a hand grade.
     _nbgrader(theirs.root, "autograde", "ps1", "--force")
-    report = grade(ours, "ps1", settings=GradeSettings(sandbox=False), backend="inline", force=True)
+    report = grade(
+        ours,
+        "ps1",
+        settings=GradeSettings(sandbox=False),
+        backend="inline",
+        force=True,
+        allow_stale=True,
+    )
     assert {r.student: r.score for r in report.graded} == {"bitdiddle": 3.5, "hacker": 9.0}
     expected = _gradebook_view(theirs.gradebook_url)
     assert expected["hacker"]["total"] == (9.0, 13.0)
