@@ -59,10 +59,7 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
     """
     import tempfile
 
-    from jupyter_client.kernelspec import KernelSpec
     from jupyter_client.manager import AsyncKernelManager
-
-    from .kernel import KERNEL_ARGV  # the sandboxed kernel's launcher: no library chatter
 
     runtime = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
     km = AsyncKernelManager(
@@ -72,7 +69,6 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
         connection_file=str(runtime / "kernel.json"),
     )
     km._autograder_runtime = runtime  # type: ignore[attr-defined]  # removed by shutdown_kernel
-    km._kernel_spec = KernelSpec(argv=KERNEL_ARGV, language="python", interrupt_mode="signal")
     return km
 
 
@@ -274,14 +270,18 @@ async def _run(
 
 
 def cell_label(nb: NotebookNode, index: int) -> str:
-    """The page's label of the cell at ``index``: ``[n]``, its place among the code cells."""
+    """How the feedback page labels the cell at ``index``: ``[n]``, its place among the code
+    cells (the execution count every run sets)."""
     count = sum(1 for cell in nb.cells[: index + 1] if cell.cell_type == "code")
     return f"[{max(count, 1)}]"
 
 
 def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
-    at = outcome.stopped_at
-    where = f" in cell {cell_label(outcome.nb, at)}" if at is not None else ""
+    where = (
+        f" in cell {cell_label(outcome.nb, outcome.stopped_at)}"
+        if outcome.stopped_at is not None
+        else ""
+    )
     reason = getattr(km, "termination_reason", lambda: None)()
     if reason == "memory":
         outcome.status = "memory"
@@ -328,7 +328,9 @@ async def _run_cells(
         except DeadKernelError:
             cell.execution_count = count
             raise
-        cell.execution_count = count  # the kernel's own runs ahead; the page shows this one
+        # The kernel's own count runs on with whatever else it executed; the page and every
+        # message name a cell by its place among the code cells, so they always agree.
+        cell.execution_count = count
         outcome.stopped_at = None
         if _is_memory_error(cell):
             outcome.status = "memory"
@@ -453,8 +455,6 @@ def kernel_env(
         "PYTHONUNBUFFERED": "1",
         "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
         "TF_FORCE_GPU_ALLOW_GROWTH": "true",
-        "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ INFO lines (absl's: KERNEL_ARGV)
-        "GRPC_VERBOSITY": "ERROR",
         "AUTOGRADER": "1",
     }
     for key in ("KERAS_BACKEND", "VIRTUAL_ENV", "TZ"):

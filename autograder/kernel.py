@@ -28,19 +28,6 @@ from jupyter_client.provisioning import LocalProvisioner
 from .limits import TOOL_PATH, MemoryWatch, UserSlot, command_pid, identity, kill_sandbox
 from .sandbox import SandboxPolicy, hand_over, sandboxed_command
 
-#: How every kernel is started. ``capture_fd_output=False``: what C libraries write to file
-#: descriptor 2 (TensorFlow's absl and oneDNN start-up banners, CUDA notices) goes to the
-#: kernel's log, not into the running cell's stderr, where nbgrader's rule would score a
-#: test cell 0 for it. The notebook's own Python-level ``sys.stderr`` still reaches its cell.
-KERNEL_ARGV = [
-    sys.executable,
-    "-m",
-    "ipykernel_launcher",
-    "-f",
-    "{connection_file}",
-    "--IPKernelApp.capture_fd_output=False",
-]
-
 
 class _SandboxProvisioner(LocalProvisioner):
     """Launches the kernel command inside the sandbox and signals it there.
@@ -111,7 +98,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._slot: UserSlot | None = None
         self._caller_env: dict[str, str] = {}
         self._spec = KernelSpec(
-            argv=list(KERNEL_ARGV),
+            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             display_name="Python 3 (sandboxed)",
             language="python",
             interrupt_mode="signal",
