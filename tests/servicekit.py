@@ -99,6 +99,16 @@ def notebook_files(path: Path, name: str | None = None) -> list[tuple[str, tuple
     return [("files", (name or path.name, path.read_bytes(), "application/x-ipynb+json"))]
 
 
+def hand_in(client: Any, token: str, path: Path, assignment: str = "tiny") -> Any:
+    """POST one notebook to ``/api/submissions`` as the holder of ``token``; the response."""
+    return client.post(
+        "/api/submissions",
+        data={"assignment": assignment},
+        files=notebook_files(path),
+        headers=auth(token),
+    )
+
+
 def wait_for(client: Any, url: str, token: str, *, timeout: float = 120) -> dict[str, Any]:
     """Poll a submission until it has its verdict; its last status."""
     deadline = time.monotonic() + timeout

@@ -18,7 +18,7 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 from conftest import complete, make_tiny_course, released
-from servicekit import LiveService, auth, notebook_files, wait_for
+from servicekit import LiveService, auth, hand_in, notebook_files, wait_for
 
 from autograder.cli import cli
 from autograder.config import Course
@@ -63,12 +63,7 @@ def test_three_participants_hand_in_and_read_their_feedback(course, solution, un
 
         answers = {}
         for name, path in (("ann", solution), ("ben", unsolved), ("cat", solution)):
-            r = client.post(
-                "/api/submissions",
-                data={"assignment": "tiny"},
-                files=notebook_files(path),
-                headers=auth(tokens[name]),
-            )
+            r = hand_in(client, tokens[name], path)
             assert r.status_code == 202, r.text
             body = r.json()
             assert body["status"] == "queued" and body["position"] >= 1
@@ -109,12 +104,7 @@ def test_a_hand_grade_reaches_the_status_and_the_page_without_regrading(course, 
 
     with LiveService(course) as live, httpx.Client(base_url=live.url, timeout=30) as client:
         token = live.token("ann")
-        r = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        )
+        r = hand_in(client, token, solution)
         done = wait_for(client, r.json()["url"], token)
         assert done["score"] == 3.0
         with Gradebook(course.gradebook_url) as gb:
@@ -223,12 +213,7 @@ def test_deadlines_mark_late_then_refuse_and_an_extension_moves_both(course, sol
         httpx.Client(base_url=live.url, timeout=30) as client,
     ):
         token = live.token("ann")
-        r = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        )
+        r = hand_in(client, token, solution)
         assert r.status_code == 202 and r.json()["late"] is True
     _service_toml_replace(course, "2030-01-01", "2021-01-01")
     with (
@@ -236,12 +221,7 @@ def test_deadlines_mark_late_then_refuse_and_an_extension_moves_both(course, sol
         httpx.Client(base_url=live.url, timeout=30) as client,
     ):
         token = live.roster.token_for(live.roster.get("ann"))
-        closed = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        )
+        closed = hand_in(client, token, solution)
         assert closed.status_code == 422 and "closed at 2021-01-01" in closed.json()["error"]
         out = CliRunner().invoke(
             cli,
@@ -257,12 +237,7 @@ def test_deadlines_mark_late_then_refuse_and_an_extension_moves_both(course, sol
             ],
         )
         assert out.exit_code == 0, out.output
-        extended = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        )
+        extended = hand_in(client, token, solution)
         assert extended.status_code == 202 and extended.json()["late"] is False
 
 
@@ -332,12 +307,7 @@ def test_a_newer_submission_replaces_one_still_waiting(course, solution, unsolve
         token = live.token("ann")
         ids = []
         for path in (unsolved, solution):
-            r = client.post(
-                "/api/submissions",
-                data={"assignment": "tiny"},
-                files=notebook_files(path),
-                headers=auth(token),
-            )
+            r = hand_in(client, token, path)
             ids.append(r.json()["id"])
         assert r.json()["replaced"] == [ids[0]]
         old = client.get(f"/api/submissions/{ids[0]}", headers=auth(token)).json()
@@ -484,12 +454,7 @@ def test_kill_9_loses_nothing_and_grades_each_submission_once(course, solution):
         ids = {}
         with httpx.Client(base_url=url, timeout=30) as client:
             for name, token in tokens.items():
-                r = client.post(
-                    "/api/submissions",
-                    data={"assignment": "tiny"},
-                    files=notebook_files(solution),
-                    headers=auth(token),
-                )
+                r = hand_in(client, token, solution)
                 assert r.status_code == 202
                 ids[name] = r.json()["id"]
             # Kill it as soon as one is running (the others still wait in line).
@@ -583,12 +548,7 @@ def test_the_service_runs_on_postgresql_with_two_graders(tmp_path, postgres_url)
         tokens = {name: live.token(name) for name in ("ann", "ben", "cat")}
         urls = {}
         for name, token in tokens.items():
-            r = client.post(
-                "/api/submissions",
-                data={"assignment": "tiny"},
-                files=notebook_files(solution),
-                headers=auth(token),
-            )
+            r = hand_in(client, token, solution)
             assert r.status_code == 202, r.text
             urls[name] = r.json()["url"]
         done = {n: wait_for(client, u, tokens[n]) for n, u in urls.items()}
@@ -618,12 +578,7 @@ def test_a_grader_failure_is_retried_and_never_counts_against_the_quota(
     monkeypatch.setattr(schedule, "run_jobs", flaky)
     with LiveService(course) as live, httpx.Client(base_url=live.url, timeout=30) as client:
         token = live.token("ann")
-        r = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        )
+        r = hand_in(client, token, solution)
         done = wait_for(client, r.json()["url"], token)
         assert (done["status"], done["score"]) == ("graded", 3.0)
         assert len(calls) == 2 and live.queue.get(done["id"]).attempts == 2
@@ -633,18 +588,8 @@ def test_a_grader_failure_is_retried_and_never_counts_against_the_quota(
     )
     with LiveService(course) as live, httpx.Client(base_url=live.url, timeout=30) as client:
         token = live.token("ben")
-        first = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        ).json()
+        first = hand_in(client, token, solution).json()
         failed = wait_for(client, first["url"], token)
         assert failed["status"] == "error" and "the grader failed" in failed["message"]
-        again = client.post(
-            "/api/submissions",
-            data={"assignment": "tiny"},
-            files=notebook_files(solution),
-            headers=auth(token),
-        )
+        again = hand_in(client, token, solution)
         assert again.status_code == 202, again.text
