@@ -27,10 +27,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
+
+from .outputcap import GradingClient
 
 #: nbgrader's error output for a cell that ran out of time (Execute.error_on_timeout).
 TIMEOUT_ERROR = {
@@ -40,8 +41,6 @@ TIMEOUT_ERROR = {
 }
 #: Seconds a kernel gets to answer after an interrupt before it is killed.
 RESPONSIVE_AFTER_INTERRUPT_S = 15.0
-MAX_TRACEBACK_LINES = 100
-TRUNCATED = "\n... output truncated by the autograder (limit {limit}) ...\n"
 
 
 class KernelFactory(Protocol):
@@ -101,76 +100,6 @@ class ExecutionOutcome:
     responsive: bool = True
 
 
-class _GradingClient(NotebookClient):
-    """NotebookClient that caps output as it arrives."""
-
-    def __init__(self, nb: NotebookNode, *, limits: ExecutionLimits, **kw: Any) -> None:
-        super().__init__(nb, **kw)
-        self._limits = limits
-        self._used: dict[int, list[int]] = {}  # cell index -> [bytes, lines, capped, stderr]
-
-    def output(
-        self,
-        outs: list[NotebookNode],
-        msg: dict[str, Any],
-        display_id: str | None,
-        cell_index: int,
-    ) -> NotebookNode | None:
-        used = self._used.setdefault(cell_index, [0, 0, 0, 0])
-        msg_type = msg["msg_type"]
-        content = msg.get("content", {})
-        if msg_type == "error":
-            tb = list(content.get("traceback", []))
-            if len(tb) > MAX_TRACEBACK_LINES:
-                tb = [*tb[:5], "... traceback shortened ...", *tb[-(MAX_TRACEBACK_LINES - 6) :]]
-            content["traceback"] = [line[:4000] for line in tb]
-            content["evalue"] = str(content.get("evalue", ""))[:4000]
-            return super().output(outs, msg, display_id, cell_index)
-        size = _message_size(msg_type, content)
-        lines = str(content.get("text", "")).count("\n") if msg_type == "stream" else 1
-        is_stderr = msg_type == "stream" and content.get("name") == "stderr"
-        if used[2]:
-            # Over the limit: drop it, except the first stderr, which decides the grade.
-            if is_stderr and not used[3]:
-                used[3] = 1
-                content["text"] = str(content.get("text", ""))[:200]
-                return super().output(outs, msg, display_id, cell_index)
-            return None
-        if used[0] + size > self._limits.max_output_bytes or (
-            used[1] + lines > self._limits.max_output_lines
-        ):
-            used[2] = 1
-            if msg_type == "stream":
-                room_b = max(0, self._limits.max_output_bytes - used[0])
-                room_l = max(0, self._limits.max_output_lines - used[1])
-                text = "\n".join(str(content.get("text", ""))[:room_b].split("\n")[:room_l])
-                content["text"] = text + TRUNCATED.format(
-                    limit=f"{self._limits.max_output_lines:,} lines, "
-                    f"{self._limits.max_output_bytes:,} bytes"
-                )
-                used[3] = used[3] or int(is_stderr)
-                return super().output(outs, msg, display_id, cell_index)
-            if msg_type == "execute_result":
-                # Keep the result (partial credit reads it) but only its plain text.
-                data = content.get("data", {})
-                content["data"] = {"text/plain": str(data.get("text/plain", ""))[:1000]}
-                return super().output(outs, msg, display_id, cell_index)
-            return None
-        used[0] += size
-        used[1] += lines
-        used[3] = used[3] or int(is_stderr)
-        return super().output(outs, msg, display_id, cell_index)
-
-
-def _message_size(msg_type: str, content: Mapping[str, Any]) -> int:
-    if msg_type == "stream":
-        return len(str(content.get("text", "")))
-    data = content.get("data", {})
-    if isinstance(data, Mapping):
-        return sum(len(str(v)) for v in data.values())
-    return 0
-
-
 def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
     """nbgrader's Execute.on_cell_executed: an error reply always leaves an error output."""
     content = (execute_reply or {}).get("content", {})
@@ -221,10 +150,11 @@ async def _run(
     outcome = ExecutionOutcome(nb=nb)
     if km is None:
         km = kernel_factory(workdir=workdir, env=env)
-    client = _GradingClient(
+    client = GradingClient(
         nb,
         km=km,
-        limits=limits,
+        max_lines=limits.max_output_lines,
+        max_bytes=limits.max_output_bytes,
         timeout=int(max(1, limits.timeout_cell)),
         allow_errors=True,
         interrupt_on_timeout=True,
@@ -299,7 +229,7 @@ def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
 
 
 async def _run_cells(
-    client: _GradingClient,
+    client: GradingClient,
     nb: NotebookNode,
     outcome: ExecutionOutcome,
     limits: ExecutionLimits,
@@ -367,7 +297,7 @@ async def _run_cells(
                 )
 
 
-async def _responsive(client: _GradingClient) -> bool:
+async def _responsive(client: GradingClient) -> bool:
     """After an interrupt: does the kernel answer again within a short time?"""
     saved = client.timeout
     try:
@@ -377,7 +307,7 @@ async def _responsive(client: _GradingClient) -> bool:
     return not any(o.get("ename") == TIMEOUT_ERROR["ename"] for o in outputs)
 
 
-async def _run_extra(client: _GradingClient, code: str, timeout: float) -> list[dict[str, Any]]:
+async def _run_extra(client: GradingClient, code: str, timeout: float) -> list[dict[str, Any]]:
     """Run code that is not part of the notebook; its cell never stays in the notebook.
 
     nbclient writes an executed cell back to ``nb.cells[index]``, so the cell is appended
@@ -395,7 +325,7 @@ async def _run_extra(client: _GradingClient, code: str, timeout: float) -> list[
 
 
 async def _collect(
-    client: _GradingClient,
+    client: GradingClient,
     outcome: ExecutionOutcome,
     snippets: Sequence[str],
     timeout: float,

@@ -26,8 +26,8 @@ from nbformat import NotebookNode
 
 from autograder import gradebook
 from autograder.config import Course
-from autograder.execute import TRUNCATED
 from autograder.grade import GradeSettings, grade
+from autograder.outputcap import TRUNCATED
 from autograder.results import SubmissionResult
 
 pytestmark = pytest.mark.sandbox
