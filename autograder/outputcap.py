@@ -7,6 +7,7 @@ tracebacks, and always keeps errors and the first stderr line, because they deci
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,19 @@ MAX_TRACEBACK_LINES = 100
 TRUNCATED = "\n... output truncated by the autograder (limit {limit}) ...\n"
 
 
+@dataclasses.dataclass
+class CellEvidence:
+    """What the grader saw arrive for one cell, kept outside the notebook: a later
+    ``clear_output`` or display update changes the notebook's outputs, never this."""
+
+    #: ``ename`` of every error output, in order of arrival.
+    errors: list[str] = dataclasses.field(default_factory=list)
+    #: Whether anything arrived on stderr.
+    stderr: bool = False
+    #: How many ``execute_result`` messages arrived (a cell's own last expression makes one).
+    results: int = 0
+
+
 class GradingClient(NotebookClient):
     """NotebookClient that caps output as it arrives."""
 
@@ -25,6 +39,7 @@ class GradingClient(NotebookClient):
         self._max_lines = max_lines
         self._max_bytes = max_bytes
         self._used: dict[int, list[int]] = {}  # cell index -> [bytes, lines, capped, stderr]
+        self.evidence: dict[int, CellEvidence] = {}
 
     def output(
         self,
@@ -36,6 +51,13 @@ class GradingClient(NotebookClient):
         used = self._used.setdefault(cell_index, [0, 0, 0, 0])
         msg_type = msg["msg_type"]
         content = msg.get("content", {})
+        seen = self.evidence.setdefault(cell_index, CellEvidence())
+        if msg_type == "error":
+            seen.errors.append(str(content.get("ename", "Error"))[:200])
+        elif msg_type == "execute_result":
+            seen.results += 1
+        elif msg_type == "stream" and content.get("name") == "stderr":
+            seen.stderr = True
         if msg_type == "error":
             tb = list(content.get("traceback", []))
             if len(tb) > MAX_TRACEBACK_LINES:
