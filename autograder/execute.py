@@ -32,7 +32,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
-from .kernelwatch import changes, fingerprint
+from .kernelwatch import changes, fingerprint, probe_expressions
 from .notebooks import nbgrader_meta
 from .outputcap import CellEvidence, GradingClient
 
@@ -199,8 +199,9 @@ async def _run(
                 if on_ready is not None:
                     with contextlib.suppress(Exception):  # its trouble is not the notebook's
                         await on_ready()
-                baseline = await fingerprint(client.kc)
-                await _run_cells(client, nb, outcome, limits, deadline, baseline)
+                define, ask = probe_expressions(f"_autograder_watch_{uuid.uuid4().hex}")
+                baseline = await fingerprint(client.kc, define)
+                await _run_cells(client, nb, outcome, limits, deadline, baseline, ask)
                 # A kernel that stopped answering would only burn the collection timeout too.
                 if outcome.status != "kernel-died" and outcome.responsive and collect:
                     await _collect(client, outcome, collect, collect_timeout)
@@ -258,6 +259,7 @@ async def _run_cells(
     limits: ExecutionLimits,
     deadline: float,
     baseline: dict[str, Any] | str,
+    ask: str,
 ) -> None:
     count = 0
     checked = True  # nothing ran since the baseline was taken
@@ -269,7 +271,7 @@ async def _run_cells(
         changed: set[str] = set()
         if test and not checked:
             assert isinstance(baseline, dict)
-            changed.update(changes(baseline, await fingerprint(client.kc)))
+            changed.update(changes(baseline, await fingerprint(client.kc, ask)))
         label = f"[{count}]"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -295,7 +297,7 @@ async def _run_cells(
         checked = False
         if test:
             assert isinstance(baseline, dict)
-            changed.update(changes(baseline, await fingerprint(client.kc)))
+            changed.update(changes(baseline, await fingerprint(client.kc, ask)))
             checked = True
             if changed:
                 outcome.tampered[index] = sorted(changed)

@@ -70,78 +70,91 @@ def _trusted(o):
     if p.startswith(_cwd) or not _o.path.isabs(c.co_filename):
         return False
     return any(p.startswith(r + _o.sep) for r in _roots)
-def _m(obj, names, prefix):
+def _m(out, obj, names, prefix):
     for n in names:
         own = getattr(obj, "__dict__", {}).get(n)
         cls = getattr(type(obj), n, None)
         f, c = _code(cls)
         out[prefix + n] = "%s %x %x" % ("-" if own is None else _d(own), id(f),
             id(c) if c is not None else 0)
-def _l(name, seq):
+def _l(out, name, seq):
     out[name] = " ".join(_d(x) for x in list(seq))
-out = {}
-_m(_ip, ("run_cell", "run_cell_async", "_run_cell", "run_ast_nodes", "run_code",
-    "transform_cell", "transform_ast", "showtraceback", "_showtraceback", "showsyntaxerror",
-    "showindentationerror", "get_exception_only", "ev", "ex", "user_expressions",
-    "should_run_async", "set_custom_exc", "_get_exc_info", "excepthook", "run_line_magic",
-    "run_cell_magic", "safe_execfile", "init_traceback_handlers"), "shell.")
-out["shell.class"] = _d(type(_ip))
-_l("ast_transformers", _ip.ast_transformers)
-_l("input_transformers_cleanup", _ip.input_transformers_cleanup)
-_l("input_transformers_post", _ip.input_transformers_post)
-_tm = _ip.input_transformer_manager
-out["input_transformer_manager"] = _d(_tm)
-for _n in ("cleanup_transforms", "line_transforms", "token_transformers"):
-    _l("input_transformer_manager." + _n, getattr(_tm, _n, ()))
-_m(_tm, ("transform_cell", "do_token_transforms", "do_one_token_transform"),
-    "input_transformer_manager.")
-out["compile"] = _d(_ip.compile)
-_m(_ip.compile, ("__call__", "ast_parse", "cache", "format_code_name"), "compile.")
-out["compile.flags"] = str(getattr(_ip.compile, "flags", ""))
-out["custom_exceptions"] = repr(tuple(id(x) for x in _ip.custom_exceptions))
-out["CustomTB"] = _d(_ip.CustomTB)
-out["InteractiveTB"] = _d(_ip.InteractiveTB)
-_m(_ip.InteractiveTB, ("structured_traceback", "stb2text", "__call__"), "InteractiveTB.")
-out["displayhook"] = _d(_ip.displayhook)
-_m(_ip.displayhook, ("__call__", "write_output_prompt", "write_format_data",
-    "finish_displayhook", "compute_format_data", "start_displayhook"), "displayhook.")
-out["display_pub"] = _d(_ip.display_pub)
-_m(_ip.display_pub, ("publish", "clear_output"), "display_pub.")
-out["display_formatter"] = _d(_ip.display_formatter)
-_m(_ip.display_formatter, ("format",), "display_formatter.")
-_m(_ip.events, ("trigger", "register", "unregister"), "events.")
-out["events.callbacks"] = _d(_ip.events.callbacks)
-for _n, _cbs in sorted(_ip.events.callbacks.items()):
-    out["event:" + str(_n)[:100]] = [[_d(x), _trusted(x)] for x in list(_cbs)]
-_k = getattr(_ip, "kernel", None)
-if _k is not None:
-    out["kernel"] = _d(_k)
-    _m(_k, ("do_execute", "execute_request", "dispatch_shell", "process_one",
-        "send_response", "_publish_execute_input", "_publish_status"), "kernel.")
-    out["kernel.shell_handlers"] = " ".join(
-        "%s=%s" % (n, _d(h)) for n, h in sorted(getattr(_k, "shell_handlers", {}).items()))
-    _se = getattr(_k, "session", None)
-    out["session"] = _d(_se)
-    _m(_se, ("send", "serialize", "sign", "msg", "feed_identities"), "session.")
-    out["session.key"] = "%x" % hash(getattr(_se, "key", b""))
-    out["iopub_socket"] = _d(getattr(_k, "iopub_socket", None))
-    _m(getattr(_k, "iopub_socket", None), ("send", "send_multipart"), "iopub_socket.")
-for _n in ("displayhook", "excepthook", "breakpointhook", "unraisablehook", "stdout",
-        "stderr", "stdin", "__displayhook__", "__excepthook__", "__stdout__", "__stderr__"):
-    out["sys." + _n] = _d(getattr(_s, _n, None))
-for _n in ("stdout", "stderr"):
-    _m(getattr(_s, _n, None), ("write", "flush", "_flush", "send_multipart"), "sys." + _n + ".")
-out["sys.trace"] = _d(_s.gettrace())
-out["sys.profile"] = _d(_s.getprofile())
-out["threading.trace"] = _d(getattr(_t, "_trace_hook", None))
-out["threading.profile"] = _d(getattr(_t, "_profile_hook", None))
-out["builtins"] = {n: "%x" % id(v) for n, v in list(vars(_b).items())
-    if n not in ("_", "__", "___")}
-out = _j.dumps(out)
+def _probe():
+    out = {}
+    _m(out, _ip, ("run_cell", "run_cell_async", "_run_cell", "run_ast_nodes", "run_code",
+        "transform_cell", "transform_ast", "showtraceback", "_showtraceback", "showsyntaxerror",
+        "showindentationerror", "get_exception_only", "ev", "ex", "user_expressions",
+        "should_run_async", "set_custom_exc", "_get_exc_info", "excepthook", "run_line_magic",
+        "run_cell_magic", "safe_execfile", "init_traceback_handlers"), "shell.")
+    out["shell.class"] = _d(type(_ip))
+    _l(out, "ast_transformers", _ip.ast_transformers)
+    _l(out, "input_transformers_cleanup", _ip.input_transformers_cleanup)
+    _l(out, "input_transformers_post", _ip.input_transformers_post)
+    _tm = _ip.input_transformer_manager
+    out["input_transformer_manager"] = _d(_tm)
+    for _n in ("cleanup_transforms", "line_transforms", "token_transformers"):
+        _l(out, "input_transformer_manager." + _n, getattr(_tm, _n, ()))
+    _m(out, _tm, ("transform_cell", "do_token_transforms", "do_one_token_transform"),
+        "input_transformer_manager.")
+    out["compile"] = _d(_ip.compile)
+    _m(out, _ip.compile, ("__call__", "ast_parse", "cache", "format_code_name"), "compile.")
+    out["compile.flags"] = str(getattr(_ip.compile, "flags", ""))
+    out["custom_exceptions"] = repr(tuple(id(x) for x in _ip.custom_exceptions))
+    out["CustomTB"] = _d(_ip.CustomTB)
+    out["InteractiveTB"] = _d(_ip.InteractiveTB)
+    _m(out, _ip.InteractiveTB, ("structured_traceback", "stb2text", "__call__"), "InteractiveTB.")
+    out["displayhook"] = _d(_ip.displayhook)
+    _m(out, _ip.displayhook, ("__call__", "write_output_prompt", "write_format_data",
+        "finish_displayhook", "compute_format_data", "start_displayhook"), "displayhook.")
+    out["display_pub"] = _d(_ip.display_pub)
+    _m(out, _ip.display_pub, ("publish", "clear_output"), "display_pub.")
+    out["display_formatter"] = _d(_ip.display_formatter)
+    _m(out, _ip.display_formatter, ("format",), "display_formatter.")
+    _m(out, _ip.events, ("trigger", "register", "unregister"), "events.")
+    out["events.callbacks"] = _d(_ip.events.callbacks)
+    for _n, _cbs in sorted(_ip.events.callbacks.items()):
+        out["event:" + str(_n)[:100]] = [[_d(x), _trusted(x)] for x in list(_cbs)]
+    _k = getattr(_ip, "kernel", None)
+    if _k is not None:
+        out["kernel"] = _d(_k)
+        _m(out, _k, ("do_execute", "execute_request", "dispatch_shell", "process_one",
+            "send_response", "_publish_execute_input", "_publish_status"), "kernel.")
+        out["kernel.shell_handlers"] = " ".join(
+            "%s=%s" % (n, _d(h)) for n, h in sorted(getattr(_k, "shell_handlers", {}).items()))
+        _se = getattr(_k, "session", None)
+        out["session"] = _d(_se)
+        _m(out, _se, ("send", "serialize", "sign", "msg", "feed_identities"), "session.")
+        out["session.key"] = "%x" % hash(getattr(_se, "key", b""))
+        out["iopub_socket"] = _d(getattr(_k, "iopub_socket", None))
+        _m(out, getattr(_k, "iopub_socket", None), ("send", "send_multipart"), "iopub_socket.")
+    for _n in ("displayhook", "excepthook", "breakpointhook", "unraisablehook", "stdout",
+            "stderr", "stdin", "__displayhook__", "__excepthook__", "__stdout__", "__stderr__"):
+        out["sys." + _n] = _d(getattr(_s, _n, None))
+    for _n in ("stdout", "stderr"):
+        _m(out, getattr(_s, _n, None), ("write", "flush", "_flush", "send_multipart"),
+            "sys." + _n + ".")
+    out["sys.trace"] = _d(_s.gettrace())
+    out["sys.profile"] = _d(_s.getprofile())
+    out["threading.trace"] = _d(getattr(_t, "_trace_hook", None))
+    out["threading.profile"] = _d(getattr(_t, "_profile_hook", None))
+    out["builtins"] = {n: "%x" % id(v) for n, v in list(vars(_b).items())
+        if n not in ("_", "__", "___")}
+    return _j.dumps(out)
+import types as _ty
+_mod = _ty.ModuleType(NAME)
+_mod.probe = _probe
+_s.modules[NAME] = _mod
+out = _probe()
 """
 
-#: The expression the kernel evaluates: runs the probe in a namespace of its own.
-PROBE_EXPRESSION = f"(lambda g: (exec({_PROBE_CODE!r}, g), g['out'])[1])({{}})"
+
+def probe_expressions(name: str) -> tuple[str, str]:
+    """The expressions the kernel evaluates: the first defines the probe (compiling it is
+    most of its cost) as module ``name`` and answers; the second only calls it again. The
+    name is random per run; a notebook that removes the module fails the check."""
+    define = f"(lambda g: (exec({_PROBE_CODE!r}, g), g['out'])[1])({{'NAME': {name!r}}})"
+    return define, f"__import__('sys').modules[{name!r}].probe()"
+
 
 #: What each slot is, in words for the instructor and the participant.
 _WORDS = {
@@ -183,16 +196,18 @@ def _words(slot: str, detail: str = "") -> str:
     return "the kernel's state"
 
 
-async def fingerprint(kc: Any, timeout: float = PROBE_TIMEOUT_S) -> dict[str, Any] | str:
+async def fingerprint(
+    kc: Any, expression: str, timeout: float = PROBE_TIMEOUT_S
+) -> dict[str, Any] | str:
     """The kernel's hooks, asked for through the kernel client ``kc`` in a silent, empty
-    request whose ``user_expressions`` IPython evaluates without its transformers; or a
-    sentence saying why there are none."""
+    request whose ``user_expressions`` (``expression``, from :func:`probe_expressions`)
+    IPython evaluates without its transformers; or a sentence saying why there are none."""
     try:
         msg_id = kc.execute(
             "",
             silent=True,
             store_history=False,
-            user_expressions={"w": PROBE_EXPRESSION},
+            user_expressions={"w": expression},
             allow_stdin=False,
         )
     except Exception:

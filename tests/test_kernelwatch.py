@@ -96,6 +96,13 @@ HOOKS = {
         "import sys\ndef tracer(frame, event, arg):\n    return tracer\nsys.settrace(tracer)\n"
     ),
     "builtin": "import builtins\nbuiltins.AssertionError = type('AssertionError', (), {})\n",
+    # Removing the grader's own check (it is a module of a random name) fails the check.
+    "unwatch": (
+        "import sys\n"
+        "for name in [n for n in sys.modules if n.startswith('_autograder_watch_')]:\n"
+        "    del sys.modules[name]\n"
+        "get_ipython().ast_transformers.append(object())\n"
+    ),
 }
 
 #: A thread that clears the test's outputs while it runs (no hook changed at all).
@@ -238,6 +245,7 @@ def test_each_hook_is_named_in_words_of_the_grader(graded) -> None:
         "stderr": "sys.stderr",
         "tracer": "a trace function (sys.settrace)",
         "builtin": "a built-in (AssertionError)",
+        "unwatch": "the grader's check of the kernel failed (KeyError)",
     }
     for student, words in expected.items():
         assert words in graded[student].flags[0], (student, graded[student].flags)
