@@ -155,8 +155,13 @@ def room(service: Any, assignment: str) -> dict[str, Any]:
                 "max_score": result.max_score if result else None,
                 "late": bool(sub and sub.late),
                 "flagged": bool(
-                    sub and (sub.grader_fault or sub.status not in ("graded", "queued", "running"))
+                    (
+                        sub
+                        and (sub.grader_fault or sub.status not in ("graded", "queued", "running"))
+                    )
+                    or (result and result.flags)
                 ),
+                "flags": result.flags if result else [],
                 "feedback": sub.id
                 if sub and (pages(service.course) / f"{sub.id}.html").is_file()
                 else None,

@@ -106,6 +106,9 @@ def results_table(results: Sequence[SubmissionResult], *, width: int = TABLE_WID
         else:
             reason = next((i.message for i in failed if i.message), "")
             note = f"{lost} ({reason})" if reason else lost or "-"
+        if result.flags:
+            # A notebook that changed how IPython runs code: the instructor looks first.
+            note = f"FLAGGED: {result.flags[0]}"
         line = (
             f"{_cut(printable(result.student), name_w):<{name_w}}  {result.status:<{status_w}}  "
             f"{score:>{score_w}}  {printable(note).replace(chr(10), ' ')}"

@@ -23,6 +23,7 @@ import dataclasses
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +32,9 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
-from .outputcap import GradingClient
+from .kernelwatch import changes, fingerprint, probe_expressions
+from .notebooks import nbgrader_meta
+from .outputcap import CellEvidence, GradingClient
 
 #: nbgrader's error output for a cell that ran out of time (Execute.error_on_timeout).
 TIMEOUT_ERROR = {
@@ -98,6 +101,12 @@ class ExecutionOutcome:
     duration_s: float = 0.0
     #: False when the kernel stopped answering (ignored an interrupt, or its messaging broke).
     responsive: bool = True
+    #: Cells the kernel ran and answered for (0-based), with the reply's status.
+    replies: dict[int, str] = dataclasses.field(default_factory=dict)
+    #: What arrived for each cell, kept outside the notebook (outputcap.CellEvidence).
+    evidence: dict[int, CellEvidence] = dataclasses.field(default_factory=dict)
+    #: Test cells that ran after the notebook changed how IPython runs code: what changed.
+    tampered: dict[int, list[str]] = dataclasses.field(default_factory=dict)
 
 
 def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
@@ -121,6 +130,14 @@ def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: An
             traceback=traceback,
         )
     )
+
+
+def _on_executed(
+    outcome: ExecutionOutcome, cell: NotebookNode, cell_index: int, execute_reply: Any
+) -> None:
+    content = (execute_reply or {}).get("content", {})
+    outcome.replies[cell_index] = str(content.get("status", "unknown"))[:20]
+    _record_missing_error(cell, cell_index, execute_reply)
 
 
 #: Errors that mean "out of memory": Python's, and TensorFlow's when an allocation fails
@@ -167,8 +184,12 @@ async def _run(
         shutdown_kernel="immediate",
         kernel_name="python3",
         resources={"metadata": {"path": str(workdir)}},
-        on_cell_executed=_record_missing_error,
+        on_cell_executed=lambda cell, cell_index, execute_reply: _on_executed(
+            outcome, cell, cell_index, execute_reply
+        ),
     )
+    # Cell metadata never changes what runs: no tag of the notebook's can name this one.
+    client.skip_cells_with_tag = f"autograder-never-skip-{uuid.uuid4().hex}"
     start = time.monotonic()
     deadline = start + limits.timeout_total
     try:
@@ -178,11 +199,14 @@ async def _run(
                 if on_ready is not None:
                     with contextlib.suppress(Exception):  # its trouble is not the notebook's
                         await on_ready()
-                await _run_cells(client, nb, outcome, limits, deadline)
+                define, ask = probe_expressions(f"_autograder_watch_{uuid.uuid4().hex}")
+                baseline = await fingerprint(client.kc, define)
+                await _run_cells(client, nb, outcome, limits, deadline, baseline, ask)
                 # A kernel that stopped answering would only burn the collection timeout too.
                 if outcome.status != "kernel-died" and outcome.responsive and collect:
                     await _collect(client, outcome, collect, collect_timeout)
         finally:
+            outcome.evidence = client.evidence
             await shutdown_kernel(km)
     except DeadKernelError:
         _died(outcome, km, limits)
@@ -234,12 +258,20 @@ async def _run_cells(
     outcome: ExecutionOutcome,
     limits: ExecutionLimits,
     deadline: float,
+    baseline: dict[str, Any] | str,
+    ask: str,
 ) -> None:
     count = 0
+    checked = True  # nothing ran since the baseline was taken
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
         count += 1
+        test = _is_test(cell) and isinstance(baseline, dict)
+        changed: set[str] = set()
+        if test and not checked:
+            assert isinstance(baseline, dict)
+            changed.update(changes(baseline, await fingerprint(client.kc, ask)))
         label = f"[{count}]"
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -262,6 +294,13 @@ async def _run_cells(
         # message name a cell by its place among the code cells, so they always agree.
         cell.execution_count = count
         outcome.stopped_at = None
+        checked = False
+        if test:
+            assert isinstance(baseline, dict)
+            changed.update(changes(baseline, await fingerprint(client.kc, ask)))
+            checked = True
+            if changed:
+                outcome.tampered[index] = sorted(changed)
         if _is_memory_error(cell):
             outcome.status = "memory"
             limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
@@ -295,6 +334,12 @@ async def _run_cells(
                     f"cell {label} ran past its {limits.timeout_cell:.0f} s limit and was "
                     "interrupted; the other cells were run"
                 )
+
+
+def _is_test(cell: NotebookNode) -> bool:
+    """A test cell: graded, not an answer (its metadata is the source's after sanitizing)."""
+    meta = nbgrader_meta(cell)
+    return bool(meta.get("grade")) and not meta.get("solution")
 
 
 async def _responsive(client: GradingClient) -> bool:

@@ -89,6 +89,8 @@ class Work:
     runs: list[NotebookRun] = dataclasses.field(default_factory=list)
     items: list[ItemResult] = dataclasses.field(default_factory=list)
     history: dict[str, list[float]] | None = None
+    #: What the instructor should look at (a notebook that changed how IPython runs code).
+    flags: list[str] = dataclasses.field(default_factory=list)
     result: SubmissionResult | None = None
 
     def statuses(self) -> list[tuple[str, str]]:
@@ -209,6 +211,12 @@ def collect(work: Work) -> None:
         work.notes.extend(run.notes)
         if run.outcome is not None and run.ctx is not None:
             run.items = score_notebook(run.outcome.nb, job.source[run.name], run.ctx, run.outcome)
+            changed = sorted({w for words in run.outcome.tampered.values() for w in words})
+            if changed:
+                work.flags.append(
+                    f"{run.name}.ipynb changed how IPython runs code ({', '.join(changed)}); "
+                    f"the {len(run.outcome.tampered)} test(s) that ran after it score 0"
+                )
             work.notes.extend(run.ctx.notes)
             write_notebook(run.outcome.nb, work.out_dir / f"{run.name}.ipynb")
         work.items.extend(run.items)
@@ -238,6 +246,8 @@ def publish(work: Work) -> None:
     details: dict[str, Any] = {"notes": work.notes}
     if work.history:
         details["history"] = work.history
+    if work.flags:
+        details["flags"] = work.flags
     work.result = base_result(work.job).with_items(
         work.items,
         status=status,

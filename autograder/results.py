@@ -121,6 +121,13 @@ class SubmissionResult:
             for name, (score, maximum) in totals.items()
         ]
 
+    @property
+    def flags(self) -> list[str]:
+        """What the instructor should look at: the notebook changed how IPython runs code
+        (its tests that ran after it score 0). Empty for an ordinary submission."""
+        flags = self.details.get("flags") if isinstance(self.details, Mapping) else None
+        return [str(f) for f in flags] if isinstance(flags, list) else []
+
     def item(self, item_id: str) -> ItemResult:
         """The item called ``item_id``; KeyError names the ones there are."""
         for item in self.items:
@@ -142,6 +149,7 @@ class SubmissionResult:
             "duration_s": round(self.duration_s, 3),
             "submitted_at": self.submitted_at,
             "notebooks": self.notebook_totals(),
+            "flags": self.flags,
         }
 
     def to_record(self) -> dict[str, Any]:

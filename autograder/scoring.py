@@ -8,6 +8,7 @@ task cell always waits for a human. Only the messages are ours.
 
 from __future__ import annotations
 
+import ast
 import re
 
 from nbformat import NotebookNode
@@ -112,15 +113,12 @@ def score_notebook(
             items.append(_missing(source_cell.grade_id, kind, points, source.name))
             continue
         index, cell = found
-        not_run = (
-            outcome is not None
-            and cell.cell_type == "code"
-            and outcome.stopped_at is not None
-            and index >= outcome.stopped_at
-            and not cell.get("outputs")
+        uncounted = (
+            _does_not_count(cell, index, outcome)
+            if outcome is not None and cell.cell_type == "code" and not manual
+            else None
         )
-        if not_run and not manual:
-            assert outcome is not None
+        if uncounted:
             items.append(
                 ItemResult(
                     id=source_cell.grade_id,
@@ -128,12 +126,30 @@ def score_notebook(
                     score=0.0,
                     max_score=points,
                     passed=False,
-                    message=f"not run: {outcome.message}",
+                    message=uncounted,
                     notebook=source.name,
                 )
             )
             continue
-        score, _ = determine_grade(cell)
+        try:
+            score, _ = determine_grade(cell)
+        except (KeyError, ValueError, TypeError, IndexError):
+            # nbgrader's partial credit reads the result's text; one it cannot read (empty,
+            # not a number, more than the points) would stop the grading of this submission.
+            items.append(
+                ItemResult(
+                    id=source_cell.grade_id,
+                    kind=kind,
+                    score=0.0,
+                    max_score=points,
+                    passed=False,
+                    message="scored 0: the test's result is not a number of points nbgrader "
+                    f"can read (0 to {points:g})",
+                    notebook=source.name,
+                    needs_manual_grade=manual,
+                )
+            )
+            continue
         if manual:
             # determine_grade gives 0 to an answer cell exactly when its checksum is unchanged.
             unchanged = score == 0
@@ -173,6 +189,52 @@ def score_notebook(
             )
         )
     return items
+
+
+def _does_not_count(cell: NotebookNode, index: int, outcome: ExecutionOutcome) -> str | None:
+    """Why a test cell scores 0 whatever nbgrader's rule would read in its outputs, or None.
+
+    nbgrader credits a test cell with no error output; the outputs are the kernel's to write
+    and clear, so the grader's own record of the run decides first: the cell must have run
+    and answered, under the hooks it started with, with no error or stderr on the way (a
+    later ``clear_output`` erases the output, not the record), and with no result its own
+    last expression did not make.
+    """
+    if index not in outcome.replies:
+        if outcome.stopped_at is not None and index >= outcome.stopped_at and outcome.message:
+            verb = "finish" if index == outcome.stopped_at and cell.get("outputs") else "run"
+            return f"this test did not {verb}: {outcome.message}"
+        return "this test did not run"
+    if index in outcome.tampered:
+        return (
+            f"scored 0: the notebook changed {', '.join(outcome.tampered[index])} before or "
+            "while this test ran; a test counts only when it runs as the assignment wrote it"
+        )
+    seen = outcome.evidence.get(index)
+    failed = outcome.replies[index] == "error" or (seen and (seen.errors or seen.stderr))
+    if failed:
+        shown = any(
+            o.get("output_type") == "error"
+            or (o.get("output_type") == "stream" and o.get("name") == "stderr")
+            for o in cell.get("outputs", [])
+        )
+        return explain_failure(cell) if shown else "the test failed (its output was cleared)"
+    results = seen.results if seen else 0
+    if results > (1 if _may_end_with_expression(str(cell.source)) else 0):
+        return "scored 0: a result appeared that the test's own code did not produce"
+    return None
+
+
+def _may_end_with_expression(source: str) -> bool:
+    """Whether the cell's last statement can make an ``execute_result`` (IPython syntax
+    such as magics is transformed first; a cell that does not parse may)."""
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+
+        tree = ast.parse(TransformerManager().transform_cell(source))
+    except Exception:
+        return True
+    return bool(tree.body) and isinstance(tree.body[-1], ast.Expr)
 
 
 def _missing(grade_id: str, kind: str, points: float, notebook: str) -> ItemResult:

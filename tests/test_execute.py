@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -67,9 +69,11 @@ def test_a_notebook_that_breaks_the_kernels_messaging_is_stopped_and_not_collect
     )
     assert out.status == "timeout"
     assert not out.responsive
-    assert out.message.startswith(
-        "cell [1] ran past its 3 s limit and did not stop when interrupted"
-    )
+    # The cell that breaks it may still get its own reply out (whether ipykernel calls len()
+    # on the way depends on what it has sent before): then the next cell is the one stopped.
+    assert re.match(
+        r"cell \[[12]\] ran past its 3 s limit and did not stop when interrupted", out.message
+    ), out.message
     assert out.collected == []
 
 

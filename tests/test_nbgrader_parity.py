@@ -83,10 +83,16 @@ def test_submitted_fixtures_score_as_nbgrader_scores_them(tmp_path):
     }
     assert len(students) == 6
     expected, got, results = _both(tmp_path, "submitted-unchanged.ipynb", students)
+    # nbgrader's two showtraceback cheats are the one place we are stricter on purpose: the
+    # notebook changed how IPython runs code, so every test that ran after it scores 0 (in
+    # nbgrader, 'foo', which cannot fail, keeps its point) and the result is flagged.
+    for cheat in ("cheat-attempt", "cheat-attempt-alternative"):
+        assert expected[cheat]["foo"] == (1.0, False)
+        expected[cheat]["foo"] = (0.0, False)
+        assert results[cheat].item("bar").score == 0
+        assert results[cheat].flags, cheat
     assert got == expected
-    # The showtraceback cheats gain nothing: their test of 'a' fails as it should.
-    assert results["cheat-attempt"].item("bar").score == 0
-    assert results["cheat-attempt-alternative"].item("bar").score == 0
+    assert not any(r.flags for s, r in results.items() if not s.startswith("cheat-attempt"))
 
 
 def test_the_solution_and_the_released_version_of_test_ipynb_score_as_in_nbgrader(tmp_path):
