@@ -3,7 +3,8 @@
 nbclient takes it as ``NotebookClient(nb, km=SandboxedKernelManager(policy=...))``; as with
 any kernel manager passed in, the caller shuts it down (``shutdown_kernel`` then
 ``cleanup_resources``). The kernel talks ZMQ over the ``ipc`` transport through a private
-socket folder bound into the sandbox, so it needs no network at all.
+socket folder bound into the sandbox, so it needs no network at all. Every grading kernel,
+this one and the unsandboxed :class:`PlainKernelManager`, starts as :data:`KERNEL_ARGV` says.
 """
 
 from __future__ import annotations
