@@ -61,10 +61,10 @@ def plain_kernel_factory(*, workdir: Path, env: Mapping[str, str]) -> Any:
     """
     import tempfile
 
-    from jupyter_client.manager import AsyncKernelManager
+    from .kernel import PlainKernelManager  # started as the sandboxed kernel is
 
     runtime = Path(tempfile.mkdtemp(prefix="autograder-kernel-"))
-    km = AsyncKernelManager(
+    km = PlainKernelManager(
         kernel_name="python3",
         transport="ipc",
         ip=str(runtime / "kernel"),

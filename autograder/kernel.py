@@ -3,7 +3,8 @@
 nbclient takes it as ``NotebookClient(nb, km=SandboxedKernelManager(policy=...))``; as with
 any kernel manager passed in, the caller shuts it down (``shutdown_kernel`` then
 ``cleanup_resources``). The kernel talks ZMQ over the ``ipc`` transport through a private
-socket folder bound into the sandbox, so it needs no network at all.
+socket folder bound into the sandbox, so it needs no network at all. Every grading kernel,
+this one and the unsandboxed :class:`PlainKernelManager`, starts as :data:`KERNEL_ARGV` says.
 """
 
 from __future__ import annotations
@@ -27,6 +28,32 @@ from jupyter_client.provisioning import LocalProvisioner
 
 from .limits import TOOL_PATH, MemoryWatch, UserSlot, command_pid, identity, kill_sandbox
 from .sandbox import SandboxPolicy, hand_over, sandboxed_command
+
+#: How every grading kernel starts, sandboxed or not. ``capture_fd_output=False``: what
+#: native code writes to file descriptors 1 and 2 (TensorFlow's absl and oneDNN start-up
+#: lines, CUDA's factory registrations, a subprocess's output) goes to the kernel's log, not
+#: into the running cell, where nbgrader's rule scores a test cell with any stderr 0. What
+#: the notebook's Python writes (``print``, ``warnings``, logging, tracebacks) still reaches
+#: its cell and counts as nbgrader counts it.
+KERNEL_ARGV = (
+    sys.executable,
+    "-m",
+    "ipykernel_launcher",
+    "-f",
+    "{connection_file}",
+    "--IPKernelApp.capture_fd_output=False",
+)
+
+
+def grading_kernel_spec(display_name: str) -> KernelSpec:
+    """The kernel spec of a grading kernel: this Python's ipykernel, :data:`KERNEL_ARGV`."""
+    return KernelSpec(
+        argv=list(KERNEL_ARGV),
+        display_name=display_name,
+        language="python",
+        interrupt_mode="signal",
+        metadata={},
+    )
 
 
 class _SandboxProvisioner(LocalProvisioner):
@@ -97,13 +124,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.runtime_dir: Path | None = None
         self._slot: UserSlot | None = None
         self._caller_env: dict[str, str] = {}
-        self._spec = KernelSpec(
-            argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            display_name="Python 3 (sandboxed)",
-            language="python",
-            interrupt_mode="signal",
-            metadata={},
-        )
+        self._spec = grading_kernel_spec("Python 3 (sandboxed)")
         self._log_tail = b""
 
     @property
@@ -199,6 +220,19 @@ class SandboxedKernelManager(AsyncKernelManager):
         if isinstance(prov, _SandboxProvisioner) and prov.process is not None:
             kill_sandbox(prov.process.pid)
             await asyncio.to_thread(prov.process.wait)
+
+
+class PlainKernelManager(AsyncKernelManager):
+    """A local kernel with no isolation, started as the sandboxed one is (:data:`KERNEL_ARGV`),
+    so a notebook's outputs, and its score, are the same with or without the sandbox."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._spec = grading_kernel_spec("Python 3")
+
+    @property
+    def kernel_spec(self) -> KernelSpec:
+        return self._spec
 
 
 def kernel_factory(*, policy: SandboxPolicy) -> Callable[..., SandboxedKernelManager]:

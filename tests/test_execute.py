@@ -153,3 +153,15 @@ def test_a_crash_names_the_cell_as_the_page_labels_it(tmp_path):
     counts = [c.execution_count for c in out.nb.cells if c.cell_type == "code"]
     assert counts == [1, 2, 3]
     assert out.message.startswith("the Python kernel stopped in cell [3] ")
+
+
+def test_native_writes_stay_out_of_the_cell_and_python_stderr_stays_in(tmp_path):
+    # The unsandboxed kernel starts as the sandboxed one does (tests/test_kernel_stderr.py
+    # grades TensorFlow's start-up lines in the sandbox): fd 2 is the kernel's, sys.stderr
+    # the cell's.
+    out = run(
+        tmp_path,
+        "import os, sys\nos.write(2, b'I0000 native line\\n')\nprint('mine', file=sys.stderr)",
+    )
+    stderr = [o.text for o in out.nb.cells[0].outputs if o.get("name") == "stderr"]
+    assert stderr == ["mine\n"]
