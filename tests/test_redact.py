@@ -100,9 +100,15 @@ def test_hidden_tests_reach_every_later_cell_and_every_later_notebook() -> None:
     items = [
         ItemResult("t", "test", 0.0, 1.0, False, explain_failure(later), notebook="n"),
         ItemResult("t", "test", 0.0, 1.0, False, "this test did not run", notebook="n"),
+        # A sentence that quotes it (a flag before it, say) is rewritten where it quotes it.
+        ItemResult("t", "test", 0.0, 1.0, False, f"flagged; {explain_failure(later)}"),
     ]
     redone = redact_tests(items, nb, 0)
-    assert [i.message for i in redone] == ["the test failed: KeyError", "this test did not run"]
+    assert [i.message for i in redone] == [
+        "the test failed: KeyError",
+        "this test did not run",
+        "flagged; the test failed: KeyError",
+    ]
     assert redact_tests(items, nb, None) == items
 
 
