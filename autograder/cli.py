@@ -286,12 +286,13 @@ def results_cmd(course: Course, assignment: str, as_json: bool, csv_path: Path |
 @click.pass_obj
 def feedback_cmd(course: Course, assignment: str, students: tuple[str, ...], final: bool) -> None:
     """Write feedback/<student>/ASSIGNMENT/index.html, one self-contained page per student."""
+    from .console import printable
     from .feedback import write_feedback
 
     paths = write_feedback(course, assignment, students=students or None, final=final)
     click.echo(f"wrote {len(paths)} feedback page(s) under {course.root / 'feedback'}")
     for path in paths:
-        click.echo(f"  {path}")
+        click.echo(f"  {printable(str(path))}")
 
 
 @cli.command("leaderboard")

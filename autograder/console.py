@@ -15,7 +15,9 @@ from .results import SubmissionResult
 
 def printable(text: str) -> str:
     """``text`` safe for a terminal: control characters (escape sequences, carriage returns,
-    bells) from a submission are shown as ``\\xNN`` instead of acting on the terminal."""
+    bells, NUL) and invisible ones (bidi overrides such as U+202E, zero-width spaces) from a
+    submission are shown as ``\\xNN`` instead of acting on the terminal. Printed with
+    ``click.echo``, never through rich, so ``[bold]`` or ``[/]`` stays text."""
     return "".join(c if c.isprintable() or c == "\n" else f"\\x{ord(c):02x}" for c in text)
 
 
@@ -70,7 +72,7 @@ class ConsoleProgress:
         line = (
             f"  {printable(result.student):<24} {result.status:<16} {result.score:>6g} / "
             f"{result.max_score:<6g} {result.duration_s:6.1f} s  {result.device:<7} "
-            f"{printable(result.message)}"
+            f"{printable(result.message).replace(chr(10), ' ')}"
         )
         click.echo(_cut(line.rstrip(), TABLE_WIDTH))
 

@@ -12,10 +12,13 @@ until someone grades them. Markdown shows its math as MathML and the images the 
 assignment ships; code is highlighted (:mod:`autograder.richtext`).
 
 The executed notebook has nbgrader's hidden tests put back (nbgrader issue #917 is about
-feedback leaking them). Here every test cell shows the released source instead, a traceback
-of a cell that holds hidden tests is cut to its last line, and every line of every hidden test
-is scrubbed from all text on the page (outputs, messages). Outputs are escaped text and
-PNG/JPEG images only: HTML and JavaScript a notebook displayed are never rendered.
+feedback leaking them). Here every test cell shows the released source instead, and nothing the
+notebook's code chose after the first cell holding hidden tests started is shown as its text
+(:mod:`autograder.redact`): its outputs from that cell on are left out with one sentence saying
+why, failures are told in the grader's words, CSV problems by their rule, and the training
+curves only under Keras' metric names. Before that cell, outputs are shown as escaped text and
+PNG/JPEG images only (HTML and JavaScript a notebook displayed are never rendered), with the
+lines of the hidden tests scrubbed from every message as a second guard.
 """
 
 from __future__ import annotations
@@ -40,7 +43,17 @@ from .pages import (
     render,
     write_page,
 )
+from .redact import (
+    MAX_CHARTS,
+    MAX_EPOCHS,
+    csv_problem,
+    hidden_from,
+    history_series,
+    redact_checks,
+    redact_tests,
+)
 from .release import (
+    BEGIN_HIDDEN_TESTS,
     gradebook_version,
     hidden_test_lines,
     released_file,
@@ -151,35 +164,45 @@ def render_feedback(
     """The feedback page of one submission, as HTML text."""
     sources = sources or ReleasedSources(course, config)
     scrub = sources.scrub
-    items = [_item_view(item, scrub, final) for item in result.items]
-    by_cell = {(i.notebook, i.id): v for i, v in zip(result.items, items, strict=True)}
+    folder = course.autograded(result.student, config.name)
+    executed: dict[str, NotebookNode | None] = {}
+    errors: dict[str, str] = {}
+    for name in config.notebooks:
+        path = folder / f"{name}.ipynb"
+        executed[name] = None
+        if not path.is_file():
+            # Nothing ran (not a notebook, nothing submitted): the result's message says why.
+            errors[name] = result.message
+            continue
+        try:
+            executed[name] = read_notebook(path)
+        except AutograderError as exc:
+            errors[name] = str(exc)
+    starts = dict(zip(config.notebooks, hidden_from(executed.values()), strict=True))
+    shown = _shown_items(result, config, executed, starts)
+    items = [_item_view(item, scrub, final) for item in shown]
+    by_cell = {(i.notebook, i.id): v for i, v in zip(shown, items, strict=True)}
     order = {name: n for n, name in enumerate(config.notebooks)}
     # Grouped by notebook (a check comes after the cells, in the notebook it reads).
     items.sort(key=lambda view: order.get(view["notebook"], len(order)))
     for item_view in items:
         if item_view["kind"] in ("accuracy", "csv"):
             item_view["href"] = f"#{item_view['kind']}-{item_view['id']}"
-    accuracy = [_accuracy_view(item) for item in result.items if item.kind == "accuracy"]
-    csv = [_csv_view(item, scrub, final) for item in result.items if item.kind == "csv"]
+    hidden_ran = any(start is not None for start in starts.values())
+    accuracy = [_accuracy_view(item) for item in shown if item.kind == "accuracy"]
+    csv = [_csv_view(item, scrub, final, hidden_ran) for item in shown if item.kind == "csv"]
     history = result.details.get("history") if isinstance(result.details, Mapping) else None
     charts = _history_charts(history) if isinstance(history, Mapping) else []
     totals = {t["name"]: t for t in result.notebook_totals()}
     notebooks: list[dict[str, Any]] = []
-    folder = course.autograded(result.student, config.name)
     for n, name in enumerate(config.notebooks):
         view: dict[str, Any] = {"name": name, "anchor": f"notebook-{n}", "total": totals.get(name)}
         notebooks.append(view)
-        path = folder / f"{name}.ipynb"
-        if not path.is_file():
-            # Nothing ran (not a notebook, nothing submitted): the result's message says why.
-            view.update(cells=None, error=result.message)
+        nb = executed[name]
+        if nb is None:
+            view.update(cells=None, error=errors.get(name, ""))
             continue
-        try:
-            nb = read_notebook(path)
-        except AutograderError as exc:
-            view.update(cells=None, error=str(exc))
-            continue
-        view["cells"] = _cells(nb, name, sources, by_cell, f"cell-{n}")
+        view["cells"] = _cells(nb, name, sources, by_cell, f"cell-{n}", starts[name])
     notes = result.details.get("notes", []) if isinstance(result.details, Mapping) else []
     return render(
         "feedback.html.j2",
@@ -200,6 +223,27 @@ def render_feedback(
 
 
 # --- items ----------------------------------------------------------------------------------
+
+
+def _shown_items(
+    result: SubmissionResult,
+    config: AssignmentConfig,
+    executed: Mapping[str, NotebookNode | None],
+    starts: Mapping[str, int | None],
+) -> list[ItemResult]:
+    """The items as a participant may see them: the worker already told failures after the
+    hidden tests in its own words; done again here for results recorded before it did."""
+    items = list(result.items)
+    for name, nb in executed.items():
+        start = starts.get(name)
+        if nb is None or start is None:
+            continue
+        mine = redact_tests([i for i in items if i.notebook == name], nb, start)
+        redone = iter(mine)
+        items = [next(redone) if i.notebook == name else i for i in items]
+    if any(start is not None for start in starts.values()):
+        items = redact_checks(items, config, known=[result.message])
+    return items
 
 
 #: What the item table and a graded cell's header say for each state.
@@ -287,7 +331,7 @@ def _accuracy_view(item: Any) -> dict[str, Any]:
     }
 
 
-def _csv_view(item: Any, scrub: Scrubber, final: bool) -> dict[str, Any]:
+def _csv_view(item: Any, scrub: Scrubber, final: bool, hidden_ran: bool) -> dict[str, Any]:
     d = item.details
     report = d.get("report") if isinstance(d.get("report"), Mapping) else None
     problems = []
@@ -295,6 +339,10 @@ def _csv_view(item: Any, scrub: Scrubber, final: bool) -> dict[str, Any]:
     if report is not None:
         counts = {str(k): int(v) for k, v in dict(report.get("counts", {})).items()}
         for p in list(report.get("problems", []))[:MAX_CSV_PROBLEMS]:
+            if hidden_ran:
+                # The file was written after the hidden tests ran: its rule, never its values.
+                problems.append(csv_problem(p))
+                continue
             where = f"line {p['line']}: " if p.get("line") is not None else ""
             problems.append(scrub(f"{where}{p.get('message', '')}"))
     return {
@@ -310,21 +358,21 @@ def _csv_view(item: Any, scrub: Scrubber, final: bool) -> dict[str, Any]:
 
 
 def _history_charts(history: Mapping[str, Any]) -> list[Any]:
-    """One chart per metric: ``loss`` with ``val_loss``, ``accuracy`` with ``val_accuracy``..."""
-    series = {
-        str(k): [float(v) for v in vs if isinstance(v, int | float)]
-        for k, vs in history.items()
-        if isinstance(vs, list)
-    }
+    """One chart per metric: ``loss`` with ``val_loss``, ``accuracy`` with ``val_accuracy``...;
+    only Keras' metric names, loss and accuracy first, at most :data:`MAX_CHARTS` charts of
+    :data:`MAX_EPOCHS` epochs (the history is the notebook's, kept after its hidden tests)."""
+    series, epochs = history_series(history)
+    first = {"loss": 0, "accuracy": 1}
+    names = sorted({k.removeprefix("val_") for k in series}, key=lambda n: (first.get(n, 2), n))
     charts = []
-    for name in sorted(k for k in series if not k.startswith("val_")):
-        group = {name: series[name]}
-        if f"val_{name}" in series:
-            group[f"val_{name}"] = series[f"val_{name}"]
-        charts.append(line_chart(group, title=name))
-    for name in sorted(k for k in series if k.startswith("val_") and k[4:] not in series):
-        charts.append(line_chart({name: series[name]}, title=name))
-    return [c for c in charts if c]
+    for name in names:
+        group = {k: series[k] for k in (name, f"val_{name}") if k in series}
+        longest = max(epochs[k] for k in group)
+        cut = f" (first {MAX_EPOCHS} of {longest} epochs)" if longest > MAX_EPOCHS else ""
+        chart = line_chart(group, title=name + cut)
+        if chart:
+            charts.append(chart)
+    return charts[:MAX_CHARTS]
 
 
 # --- the executed notebook ---------------------------------------------------------------
@@ -338,7 +386,8 @@ def _text(value: Any) -> str:
     return text
 
 
-def _outputs(cell: NotebookNode, scrub: Scrubber, hides_tests: bool) -> list[dict[str, Any]]:
+def _outputs(cell: NotebookNode, scrub: Scrubber) -> list[dict[str, Any]]:
+    """The outputs of a cell that ran before any hidden test: text and images."""
     out: list[dict[str, Any]] = []
     for output in cell.get("outputs", []):
         kind = output.get("output_type")
@@ -357,13 +406,23 @@ def _outputs(cell: NotebookNode, scrub: Scrubber, hides_tests: bool) -> list[dic
                 out.append({"kind": "stdout", "text": scrub(_text(data["text/plain"]))})
         elif kind == "error":
             head = f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"
-            if hides_tests:
-                # The frames would show the hidden test's lines around the failing one.
-                text = _text(head) + "\n(the traceback is not shown: this cell has hidden tests)"
-            else:
-                text = _text("\n".join(str(t) for t in output.get("traceback", [])) or head)
+            text = _text("\n".join(str(t) for t in output.get("traceback", [])) or head)
             out.append({"kind": "error", "text": scrub(text)})
     return out
+
+
+#: Said where a notebook's outputs stop being shown, and why.
+WITHHELD = (
+    "Outputs from here on are not shown. This cell holds hidden tests: from the moment it "
+    "started, the notebook's code could read them, so nothing it printed, displayed or raised "
+    "after that is repeated on this page. Each test's verdict and message say how it went; "
+    "run your notebook to see its outputs."
+)
+WITHHELD_EARLIER = (
+    "This notebook's outputs are not shown: it ran after the hidden tests of an earlier "
+    "notebook of this assignment were in reach of the code (the notebooks share one folder). "
+    "Each test's verdict and message say how it went; run your notebook to see its outputs."
+)
 
 
 def _cells(
@@ -372,17 +431,20 @@ def _cells(
     sources: ReleasedSources,
     items: Mapping[tuple[str, str], dict[str, Any]],
     anchor: str,
+    hidden_from: int | None,
 ) -> list[dict[str, Any]]:
     """The cells of an executed notebook as the page shows them; a cell scored by an item
-    gets that item's verdict and an anchor the item table links to."""
+    gets that item's verdict and an anchor the item table links to. From cell
+    ``hidden_from`` on, code cells show no outputs; the first of them says why."""
     released = sources.released.get(notebook, {})
     hidden = sources.hidden_cells.get(notebook, set())
     language = sources.languages.get(notebook, "python")
     cells = []
+    told = False
     for index, cell in enumerate(nb.cells):
         meta = nbgrader_meta(cell)
         grade_id = str(meta.get("grade_id", "")) if meta.get("grade_id") is not None else ""
-        source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+        source = raw = cell.source if isinstance(cell.source, str) else "".join(cell.source)
         if grade_id in released and not meta.get("solution"):
             # A test or locked cell: what the participant was given, never the hidden tests.
             source = released[grade_id]
@@ -395,6 +457,7 @@ def _cells(
             "verdict": verdict,
             "anchor": f"{anchor}-{index}",
             "count": cell.get("execution_count") if cell.cell_type == "code" else None,
+            "notice": "",
         }
         if verdict is not None and verdict["href"] is None:
             verdict["href"] = f"#{view['anchor']}"
@@ -402,7 +465,13 @@ def _cells(
             view["html"] = sources.markdown(source)
         elif cell.cell_type == "code":
             view["html"] = highlight(source, language)
-            view["outputs"] = _outputs(cell, sources.scrub, grade_id in hidden)
+            if hidden_from is not None and index >= hidden_from:
+                view["outputs"] = []
+                if not told:  # the first cell left without outputs says why
+                    holds = grade_id in hidden or BEGIN_HIDDEN_TESTS in raw
+                    view["notice"], told = WITHHELD if holds else WITHHELD_EARLIER, True
+            else:
+                view["outputs"] = _outputs(cell, sources.scrub)
         else:
             view["html"] = highlight(source, "text")
             view["outputs"] = []

@@ -26,6 +26,7 @@ from typing import Any
 
 from .config import AssignmentConfig, Course, check_notebook_for
 from .errors import ConfigError
+from .pages import spreadsheet_cell
 from .release import SourceNotebook
 from .results import SubmissionResult
 from .scores import grade_rows, grader_comments, joined
@@ -347,7 +348,9 @@ def _name_order(student: Any) -> tuple[Any, ...]:
 
 def write_csv(results: Sequence[SubmissionResult], path: Path, *, course: Course) -> None:
     """CSV with nbgrader's export columns (from the gradebook, so totals agree with
-    ``nbgrader export``), then status, message and one score column per item."""
+    ``nbgrader export``), then status, message and one score column per item. Every cell is
+    text a spreadsheet shows as text (:func:`~autograder.pages.spreadsheet_cell`): a name or
+    message that starts like a formula gets a quote before it, controls are dropped."""
     assignment = results[0].assignment if results else ""
     by_student = {r.student: r for r in results}
     item_ids: list[str] = []
@@ -358,15 +361,15 @@ def write_csv(results: Sequence[SubmissionResult], path: Path, *, course: Course
     rows = export_rows(course.gradebook_url, assignment) if assignment else []
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow([*NBGRADER_EXPORT_COLUMNS, "status", "message", *item_ids])
+        head = [*NBGRADER_EXPORT_COLUMNS, "status", "message", *item_ids]
+        writer.writerow([spreadsheet_cell(v) for v in head])
         for row in rows:
             found = by_student.get(row["student_id"])
             scores = {i.id: f"{i.score:g}" for i in found.items} if found else {}
-            writer.writerow(
-                [
-                    *(row[c] for c in NBGRADER_EXPORT_COLUMNS),
-                    found.status if found else "missing",
-                    found.message if found else "no submission recorded",
-                    *(scores.get(i, "") for i in item_ids),
-                ]
-            )
+            cells = [
+                *(row[c] for c in NBGRADER_EXPORT_COLUMNS),
+                found.status if found else "missing",
+                found.message if found else "no submission recorded",
+                *(scores.get(i, "") for i in item_ids),
+            ]
+            writer.writerow([spreadsheet_cell(v) for v in cells])

@@ -20,7 +20,27 @@ from typing import Any
 from markupsafe import Markup, escape
 
 TEMPLATES = Path(__file__).parent / "templates"
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+#: Terminal escape sequences (ECMA-48): CSI (colours, cursor movement, clearing), OSC (titles,
+#: OSC 8 hyperlinks) ended by BEL or ST, DCS/SOS/PM/APC strings, and two-character escapes.
+_ANSI = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b[\]PX^_][^\x07\x1b]*(?:\x07|\x1b\\)?"
+    r"|\x1b[ -/]*[0-~]"
+    r"|\x9b[0-?]*[ -/]*[@-~]"
+)
+#: Characters text never shows as itself: C0 and C1 controls but tab and newline (NUL, \r
+#: overwrites, escapes), Unicode's format characters but the zero-width joiner of emoji
+#: (bidi overrides such as U+202E, zero-width spaces, tags), lone surrogates.
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f"
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200c"
+    "\u200e-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    "\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0001\U000e0020-\U000e007f\ud800-\udfff]"
+)
+#: First characters a spreadsheet reads as a formula (OWASP's CSV injection list).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 #: Larger images in a notebook's outputs are left out of the page (a phone must load it).
 MAX_IMAGE_BYTES = 2_000_000
@@ -39,10 +59,21 @@ def environment() -> Any:
         undefined=StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=_finalize,
     )
     env.filters["num"] = number
     env.filters["pct"] = percent
     return env
+
+
+def _finalize(value: Any) -> Any:
+    """Every ``{{ }}`` of every page: strings lose the characters that never show as
+    themselves (then autoescape makes them text); markup built here stays markup."""
+    if isinstance(value, Markup):
+        return Markup(literal(str(value)))
+    if isinstance(value, str):
+        return literal(value)
+    return value
 
 
 def render(template: str, **context: Any) -> str:
@@ -74,8 +105,26 @@ def percent(value: Any, digits: int = 1) -> str:
 
 
 def plain(text: str) -> str:
-    """Text without terminal colour codes (IPython colours its tracebacks)."""
+    """Text without terminal escape sequences (IPython colours its tracebacks; a notebook may
+    print cursor movements or OSC 8 links)."""
     return _ANSI.sub("", text)
+
+
+def literal(text: str) -> str:
+    """``text`` as it is shown as data: escape sequences and the characters that do not show
+    as themselves (controls but tab and newline, bidi overrides, zero-width characters)
+    removed. A carriage return that overwrote a line leaves both parts visible."""
+    return _INVISIBLE.sub("", plain(text.replace("\r\n", "\n")))
+
+
+def spreadsheet_cell(value: object) -> str:
+    """A CSV cell a spreadsheet shows as text: :func:`literal`, and a quote before a value
+    that would start a formula (``=``, ``+``, ``-``, ``@``, tab, CR; OWASP's rule); plain
+    numbers stay numbers."""
+    text = literal("" if value is None else str(value))
+    if text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 class Scrubber:
@@ -175,8 +224,9 @@ def line_chart(
     )
     for k, name in enumerate(names):
         colour = COLOURS[k % len(COLOURS)]
+        # Whole pixels: the values are the notebook's, and finer points would carry more.
         points = " ".join(
-            f"{_f(x(i))},{_f(y(float(v)))}"
+            f"{round(x(i))},{round(y(float(v)))}"
             for i, v in enumerate(series[name])
             if v == v and abs(v) != float("inf")
         )

@@ -49,6 +49,7 @@ from .job import (
 )
 from .notebooks import read_notebook, write_notebook
 from .policy import kernel_factory, kernel_key, spare_kernel
+from .redact import hidden_from, redact_checks, redact_tests
 from .results import ItemResult, SubmissionResult
 from .sanitize import SanitizeContext, released_cells, sanitize
 from .scoring import missing_items, score_notebook
@@ -207,10 +208,13 @@ def collect(work: Work) -> None:
     test cells scored as nbgrader scores them, and the training history, if kept."""
     assert work.out_dir is not None
     job = work.job
-    for run in work.runs:
+    starts = _hidden_from(work)
+    for run, start in zip(work.runs, starts, strict=True):
         work.notes.extend(run.notes)
         if run.outcome is not None and run.ctx is not None:
-            run.items = score_notebook(run.outcome.nb, job.source[run.name], run.ctx, run.outcome)
+            items = score_notebook(run.outcome.nb, job.source[run.name], run.ctx, run.outcome)
+            # Once hidden tests reached a kernel, its failures are told in the grader's words.
+            run.items = redact_tests(items, run.outcome.nb, start)
             changed = sorted({w for words in run.outcome.tampered.values() for w in words})
             if changed:
                 work.flags.append(
@@ -233,7 +237,13 @@ def check(work: Work) -> None:
         work.items.extend(zero_items(work.job, why, tests=not work.items))
         return
     outcomes = {run.name: run.outcome for run in work.runs if run.outcome is not None}
-    work.items.extend(checks.run_checks(work.job, work.workdir, outcomes, work.out_dir))
+    items = checks.run_checks(work.job, work.workdir, outcomes, work.out_dir)
+    if any(start is not None for start in _hidden_from(work)):
+        # The checks read what the notebook left after its hidden tests ran: their messages
+        # keep the grader's words and numbers only.
+        known = [o.message for o in outcomes.values() if o.message]
+        items = redact_checks(items, work.job.config, known=known)
+    work.items.extend(items)
 
 
 def publish(work: Work) -> None:
@@ -302,6 +312,11 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+
+
+def _hidden_from(work: Work) -> list[int | None]:
+    """Per notebook run, the cell from which hidden tests were in reach of its code."""
+    return hidden_from(run.outcome.nb if run.outcome is not None else None for run in work.runs)
 
 
 def copy_submission(src: Path, dest: Path, *, skip: frozenset[str] = frozenset()) -> list[str]:

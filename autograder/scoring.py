@@ -9,22 +9,40 @@ task cell always waits for a human. Only the messages are ours.
 from __future__ import annotations
 
 import ast
+import builtins
 import re
 
 from nbformat import NotebookNode
 
 from .execute import TIMEOUT_ERROR, ExecutionOutcome
 from .notebooks import nbgrader_meta
-from .release import SourceCell, SourceNotebook
+from .pages import plain
+from .release import SourceCell, SourceNotebook, split_hidden_tests
 from .results import WAITING, ItemResult
 from .sanitize import SanitizeContext
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _ARROW = re.compile(r"^\s*-+>\s*\d*\s*(.*)$")
+#: Python's own exception classes: once hidden tests ran, the only exception names a message
+#: repeats (a class of the notebook's own can be named anything, a hidden test's text too).
+BUILTIN_EXCEPTIONS = frozenset(
+    name
+    for name, value in vars(builtins).items()
+    if isinstance(value, type) and issubclass(value, BaseException)
+)
+#: What a built-in exception usually means in a test cell, said without its message.
+_HINTS = {
+    "NotImplementedError": (
+        " (a solution cell still raises NotImplementedError: write your code there)"
+    ),
+    "NameError": (
+        " (a name the test uses is not defined: check that the cell defining it ran without "
+        "an error)"
+    ),
+}
 
 
 def _plain(text: str) -> str:
-    return _ANSI.sub("", text)
+    return plain(text)
 
 
 def _first_line(text: str, limit: int = 200) -> str:
@@ -42,8 +60,20 @@ def _failing_line(traceback: list[str]) -> str:
     return ""
 
 
-def explain_failure(cell: NotebookNode) -> str:
-    """Why a test cell lost its points, from its outputs."""
+def explain_failure(cell: NotebookNode, *, hidden_ran: bool = False) -> str:
+    """Why a test cell lost its points, from its outputs.
+
+    ``hidden_ran`` says the cell ran once hidden tests were in the kernel (an earlier cell's,
+    or its own: a cell holding hidden tests is always taken so). From then on the notebook's
+    code could read them (input history, event hooks, frames), so the sentence is the
+    grader's own words only: the failing line when it is a line of the test as released,
+    "in a hidden test" when it is a hidden one, and the exception's name when it is one of
+    Python's built-in exceptions; never the exception's message, a class name of the
+    notebook's own, or what it wrote to stderr, which could carry a hidden test out.
+    """
+    source = cell.source if isinstance(cell.source, str) else "".join(cell.source)
+    visible, hidden = split_hidden_tests(source)
+    hidden_ran = hidden_ran or any(line.strip() for line in hidden)
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             ename = str(output.get("ename", "Error"))
@@ -51,21 +81,49 @@ def explain_failure(cell: NotebookNode) -> str:
                 return "the test ran past the time limit and was interrupted"
             if ename == "KeyboardInterrupt":
                 continue
-            evalue = _first_line(_plain(str(output.get("evalue", ""))))
             line = _failing_line(list(output.get("traceback", [])))
+            if hidden_ran:
+                return _failed_after_hidden(ename, line, visible, hidden)
+            evalue = _first_line(_plain(str(output.get("evalue", ""))))
             what = f"{ename}: {evalue}" if evalue else ename
             where = f" at `{line[:160]}`" if line else ""
             if ename == "NotImplementedError":
-                what += " (a solution cell still raises NotImplementedError: write your code there)"
+                what += _HINTS[ename]
             return f"the test failed{where}: {what}"
     for output in cell.get("outputs", []):
         if output.get("output_type") == "stream" and output.get("name") == "stderr":
+            if hidden_ran:
+                return (
+                    "the test wrote to stderr, which counts as a failure (a warning or error "
+                    "message; what it wrote is not shown, as it was written after the hidden "
+                    "tests ran)"
+                )
             text = _first_line(_plain(str(output.get("text", ""))))
             return (
                 "the test wrote to stderr, which counts as a failure (a warning or error "
                 f"message): {text}"
             )
     return "the test did not pass"
+
+
+def _failed_after_hidden(ename: str, line: str, visible: str, hidden: list[str]) -> str:
+    """A failure in the grader's words: a released line or "a hidden test", a built-in name."""
+    shown = {ln.strip() for ln in visible.split("\n") if ln.strip()}
+    secret = {ln.strip() for ln in hidden if ln.strip()}
+    if line in shown:
+        where = f" at `{line[:160]}`"
+    elif line in secret:
+        where = " in a hidden test"
+    else:
+        where = ""  # not a line of this test: the traceback said something else
+    if ename in BUILTIN_EXCEPTIONS:
+        what = ename + _HINTS.get(ename, "")
+    else:
+        what = (
+            "an exception of a class that is not one of Python's built-in ones (its name is "
+            "not shown, as it was raised after the hidden tests ran)"
+        )
+    return f"the test failed{where}: {what}"
 
 
 def _kind(cell: SourceCell) -> str:

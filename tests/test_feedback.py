@@ -99,10 +99,10 @@ def csv_item(public: float | None, private: float | None, message: str = "") -> 
                 "report": {
                     "valid": False,
                     "rows_seen": 3,
-                    "counts": {"duplicate": 3},
+                    "counts": {"id-duplicate": 3},
                     "problems": [
-                        {"rule": "duplicate", "line": 3, "message": "ImageId 1 appears twice"},
-                        {"rule": "duplicate", "line": 4, "message": "ImageId 1 appears again"},
+                        {"rule": "id-duplicate", "line": 3, "message": "ImageId 1 appears twice"},
+                        {"rule": "id-duplicate", "line": 4, "message": "ImageId 1 appears again"},
                     ],
                 }
             },
@@ -143,17 +143,25 @@ def graded_course(tmp_path_factory: pytest.TempPathFactory) -> Course:
         write_nb(notebook, tiny_course.submitted(student, "tiny") / "tiny.ipynb")
 
     alice = complete(tiny_course)
-    alice.cells.append(new_code_cell("print(\"<script>alert('pwned')</script>\")"))
-    alice.cells.append(
+    # Before the cell holding hidden tests: shown, as escaped text and checked images.
+    first_test = next(
+        n
+        for n, c in enumerate(alice.cells)
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "test_squares"
+    )
+    alice.cells[first_test:first_test] = [
+        new_code_cell("print(\"<script>alert('pwned')</script>\")"),
         new_code_cell(
             "from IPython.display import HTML, Image, display\n"
             "import base64\n"
             "display(HTML(\"<script>alert('html')</script><img src='http://example.com/x.png'>\"))\n"
             f'display(Image(data=base64.b64decode("{PNG}")))\n'
-            # The kernel's input history holds the test cells as run, hidden tests included.
             'print("\\n".join(In))'
-        )
-    )
+        ),
+    ]
+    # After it: the kernel's input history holds the test cells as run, hidden tests included,
+    # and nothing printed from then on is shown.
+    alice.cells.append(new_code_cell('print("AFTER-" + "HIDDEN")\nprint("\\n".join(In))'))
     submit("alice", alice)
     submit(
         "bob",
@@ -206,7 +214,10 @@ def test_feedback_pages_show_score_items_and_checks_without_hidden_tests(graded_
         assert MARKER not in page
         assert "squares(1)" not in page
         assert "HIDDEN TESTS" not in page
-    assert "AssertionError: \n(the traceback is not shown: this cell has hidden tests)" in bob
+    # From the cell holding hidden tests on, outputs are left out, with the reason once.
+    for page in (alice, bob):
+        assert page.count("Outputs from here on are not shown.") == 1
+        assert "AFTER-HIDDEN" not in page and "AssertionError: " not in page
     # ...while the visible test is shown as released.
     assert "assert squares(3) == [1, 4, 9]" in visible(alice)
 
@@ -232,7 +243,12 @@ def test_feedback_pages_show_score_items_and_checks_without_hidden_tests(graded_
     # The CSV: public score only before the end; an invalid file's first problems.
     assert "Public score: <strong>0.9500</strong>" in alice
     assert "0.812" not in alice and "0.881" not in alice  # private, overall
-    assert "line 3: ImageId 1 appears twice\nline 4: ImageId 1 appears again\n... and 1 more" in bob
+    # The file was written after the hidden tests ran: its problems by rule, never its values.
+    assert (
+        "line 3: an id on more than one row\nline 4: an id on more than one row\n... and 1 more"
+        in bob
+    )
+    assert "ImageId 1" not in bob
 
     # Training curves, as inline SVG.
     assert alice.count('<svg xmlns="http://www.w3.org/2000/svg"') == 2
