@@ -8,7 +8,9 @@
   on the held-back test labels, public and private parts apart, like Kaggle.
 
 Nothing here trusts the kernel: a student who patches ``predict``, numpy or builtins inside
-the notebook changes nothing that is measured here.
+the notebook changes nothing that is measured here. Nor the hand-in: a CSV handed in beside
+the notebook under the name a check scores never reaches the work folder
+(:mod:`autograder.handin`); :func:`report_handed_in` validates it and reports, never scores.
 """
 
 from __future__ import annotations
@@ -295,3 +297,47 @@ def csv_check(
         notebook=check_notebook_for(check, job.config),
         details=details,
     )
+
+
+#: What the CSV item's message adds when the notebook wrote no file but one was handed in.
+HANDED_IN_HINT = (
+    " (the {file} handed in beside the notebook is checked but never scored: a CSV counts "
+    "only when the notebook writes it while it is graded)"
+)
+
+
+def report_handed_in(
+    job: GradeJob, items: list[ItemResult], handed_in: Mapping[str, Path], notes: list[str]
+) -> list[ItemResult]:
+    """Validate each CSV handed in under the name a check scores (from the submission folder,
+    without following links); its report goes into the check's details (``handed_in``) and a
+    note, and the item's message says why it did not count. Scores are left as they are."""
+    by_id = {check.id: check for check in job.config.checks if isinstance(check, CsvCheck)}
+    reports: dict[str, dict[str, Any]] = {}
+    for check in by_id.values():
+        path = handed_in.get(Path(check.file).as_posix())
+        if path is None:
+            continue
+        meta = _meta(job.heldout[check.dataset])
+        report = check_csv(path, competition=check.competition, rows=int(meta["counts"]["test"]))
+        reports[check.id] = dict(report.to_json(), path=check.file)
+        if report.valid:
+            verdict = f"it is a valid {check.competition} submission of {report.rows_seen:,} rows"
+        else:
+            verdict = "it is " + _invalid_csv_message(check, report).removeprefix(
+                f"{check.file} is "
+            )
+        notes.append(
+            f"{check.file}, handed in beside the notebook, was checked but not scored (a CSV "
+            f"counts only when the notebook writes it while it is graded): {verdict}"
+        )
+    out = []
+    for item in items:
+        if item.kind == "csv" and item.id in reports:
+            message = item.message
+            if not item.passed and "did not write" in message:
+                message += HANDED_IN_HINT.format(file=by_id[item.id].file)
+            details = {**item.details, "handed_in": reports[item.id]}
+            item = dataclasses.replace(item, message=message, details=details)
+        out.append(item)
+    return out

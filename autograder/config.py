@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .handin import SubmissionConfig, parse_submission, scored_files
 
 ASSIGNMENT_FILE = "assignment.toml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -275,6 +276,7 @@ class AssignmentConfig:
     execute: ExecuteConfig = dataclasses.field(default_factory=ExecuteConfig)
     checks: tuple[Check, ...] = ()
     service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
+    submission: SubmissionConfig = dataclasses.field(default_factory=SubmissionConfig)
 
     @property
     def max_check_points(self) -> float:
@@ -341,10 +343,11 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
     execute_table = data.pop("execute", {})
     check_tables = data.pop("checks", [])
     service_table = data.pop("service", {})
+    submission_table = data.pop("submission", {})
     if data:
         raise ConfigError(
             f"{where}: unknown table(s) {', '.join(sorted(data))}; valid tables are "
-            "[assignment], [execute], [service] and [[checks]]"
+            "[assignment], [execute], [service], [submission] and [[checks]]"
         )
     service = _build(ServiceConfig, dict(service_table), f"{where} [service]")
     _check_types(service, f"{where} [service]")
@@ -406,7 +409,7 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
     dataset = top.get("dataset", "")
     if dataset:
         check_name("dataset", dataset)
-    return AssignmentConfig(
+    config = AssignmentConfig(
         name=name,
         title=str(top.get("title", "")),
         notebooks=tuple(n.removesuffix(".ipynb") for n in notebooks),
@@ -415,6 +418,10 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
         checks=tuple(_inherit(check, dataset) for check in checks),
         service=service,
     )
+    submission = parse_submission(
+        submission_table, where=where, outputs=scored_files(config.checks), dataset=dataset
+    )
+    return dataclasses.replace(config, submission=submission)
 
 
 #: The data set of a check that names none, in an assignment that names none either.

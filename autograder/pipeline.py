@@ -5,7 +5,8 @@
 stops a batch. It runs unchanged in the coordinator (``inline``), a local pool or on a Dask
 worker. The stages are :data:`STAGES`, each a function of the :class:`Work` in progress:
 
-1. :func:`prepare`: copy the submission into a fresh work folder, with the released files;
+1. :func:`prepare`: copy the notebooks (and the files the assignment names) into a fresh
+   work folder, with the released files;
 2. :func:`sanitize_notebooks`: find each notebook, restore its locked and graded cells from
    the source (DESIGN.md's step 1);
 3. :func:`execute_notebooks`: run each one in its sandboxed kernel; the collection snippets
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
@@ -37,6 +37,7 @@ from nbformat import NotebookNode
 from . import checks, prestart
 from .errors import InvalidNotebookError
 from .execute import ExecutionOutcome, execute_notebook, hand_over_workdir, kernel_env
+from .handin import scored_files, take_submission
 from .job import (
     MAX_SUBMISSION_BYTES,
     MAX_SUBMISSION_FILES,
@@ -92,6 +93,8 @@ class Work:
     history: dict[str, list[float]] | None = None
     #: What the instructor should look at (a notebook that changed how IPython runs code).
     flags: list[str] = dataclasses.field(default_factory=list)
+    #: Files handed in under a name a check scores: validated and reported, never scored.
+    handed_in: dict[str, Path] = dataclasses.field(default_factory=dict)
     result: SubmissionResult | None = None
 
     def statuses(self) -> list[tuple[str, str]]:
@@ -109,12 +112,13 @@ class Work:
 
 
 def prepare(work: Work) -> None:
-    """Copy the submission into the work folder, with the released files over it (as nbgrader
-    does) and an empty outbox; make the folder the executed notebooks go to."""
+    """Copy the notebooks and the files the assignment names into the work folder, with the
+    released files over them (as nbgrader does) and an empty outbox; make the folder the
+    executed notebooks go to."""
     job = work.job
     work.out_dir = Path(tempfile.mkdtemp(prefix=".autograded-", dir=_ensure(job.autograded.parent)))
     try:
-        _fill_workdir(job, work.workdir, work.notes)
+        work.handed_in = _fill_workdir(job, work.workdir, work.notes)
         if work.spare is not None:
             # The spare's sandbox user gets the copy, as a kernel started now would have.
             hand_over_workdir(work.spare.km)
@@ -234,16 +238,18 @@ def check(work: Work) -> None:
     statuses = work.statuses()
     if statuses and all(status == "invalid-notebook" for status, _ in statuses):
         why = statuses[0][1]
-        work.items.extend(zero_items(work.job, why, tests=not work.items))
-        return
-    outcomes = {run.name: run.outcome for run in work.runs if run.outcome is not None}
-    items = checks.run_checks(work.job, work.workdir, outcomes, work.out_dir)
-    if any(start is not None for start in _hidden_from(work)):
-        # The checks read what the notebook left after its hidden tests ran: their messages
-        # keep the grader's words and numbers only.
-        known = [o.message for o in outcomes.values() if o.message]
-        items = redact_checks(items, work.job.config, known=known)
-    work.items.extend(items)
+        found = zero_items(work.job, why, tests=not work.items)
+    else:
+        outcomes = {run.name: run.outcome for run in work.runs if run.outcome is not None}
+        found = checks.run_checks(work.job, work.workdir, outcomes, work.out_dir)
+        if any(start is not None for start in _hidden_from(work)):
+            # The checks read what the notebook left after its hidden tests ran: their
+            # messages keep the grader's words and numbers only.
+            known = [o.message for o in outcomes.values() if o.message]
+            found = redact_checks(found, work.job.config, known=known)
+    if work.handed_in:
+        found = checks.report_handed_in(work.job, found, work.handed_in, work.notes)
+    work.items.extend(found)
 
 
 def publish(work: Work) -> None:
@@ -319,63 +325,40 @@ def _hidden_from(work: Work) -> list[int | None]:
     return hidden_from(run.outcome.nb if run.outcome is not None else None for run in work.runs)
 
 
-def copy_submission(src: Path, dest: Path, *, skip: frozenset[str] = frozenset()) -> list[str]:
-    """Copy the regular files of a submission; return notes on what was left out. Top-level
-    entries named in ``skip`` are not copied (the released data replaces ``data``)."""
-    notes: list[str] = []
-    total = files = 0
-    # os.walk follows a link given as its top: a submission folder (or student folder) that
-    # is a link to source/ would be graded as the instructor's solution.
-    for folder in (src, src.parent):
-        if folder.is_symlink():
-            raise InvalidNotebookError(
-                f"the folder {folder.name} is a symbolic link, not a submission; hand in "
-                "the notebook itself"
-            )
-    for root, dirs, names in os.walk(src, followlinks=False):
-        rel_root = Path(root).relative_to(src)
-        top = rel_root == Path(".")
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (top and d in skip))
-        for name in sorted(names):
-            path = Path(root) / name
-            rel = rel_root / name
-            if path.is_symlink():
-                notes.append(f"{rel} is a symbolic link and was not used")
-                continue
-            if path.is_file() and path.stat().st_nlink > 1:
-                # A hard link shares its bytes with another file (the instructor's solution,
-                # say): only files of the submission's own are graded.
-                notes.append(f"{rel} is a hard link to another file and was not used")
-                continue
-            if not path.is_file() or (top and name in skip):
-                continue
-            size = path.stat().st_size
-            files += 1
-            total += size
-            if files > MAX_SUBMISSION_FILES or total > MAX_SUBMISSION_BYTES:
-                raise InvalidNotebookError(
-                    f"the submission folder holds more than {MAX_SUBMISSION_FILES} files or "
-                    f"{MAX_SUBMISSION_BYTES // 2**20} MB; submit only the notebook and its CSV"
-                )
-            target = dest / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target, follow_symlinks=False)
-    return notes
-
-
-def _fill_workdir(job: GradeJob, workdir: Path, notes: list[str]) -> None:
+def _fill_workdir(job: GradeJob, workdir: Path, notes: list[str]) -> dict[str, Path]:
+    """The notebooks and the named files of the submission, the released files over them
+    (as nbgrader does), the released data and an empty outbox; returns the files handed in
+    under a name a check scores (validated, never scored: the notebook must write them)."""
     # The released data replaces a submitted data/ (the sandbox mounts it read-only at ./data,
     # whose mount point may be there already: a prestarted kernel's sandbox made it).
     skip = frozenset({"data"}) if job.data_dir is not None else frozenset()
-    notes.extend(copy_submission(job.submission, workdir, skip=skip))
+    outputs = scored_files(job.config.checks)
+    released = []
     if job.assignment_files.is_dir():
-        for path in job.assignment_files.rglob("*"):
+        for path in sorted(job.assignment_files.rglob("*")):
             rel = path.relative_to(job.assignment_files)
             if path.is_file() and path.suffix != ".ipynb" and rel.parts[0] not in skip:
-                target = workdir / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.unlink(missing_ok=True)
-                shutil.copyfile(path, target)
+                released.append(rel)
+    taken = take_submission(
+        job.submission,
+        workdir,
+        notebooks=job.config.notebooks,
+        files=job.config.submission.files,
+        outputs=outputs,
+        released=[rel.as_posix() for rel in released],
+        skip_data=bool(skip),
+        skipped_dirs=SKIPPED_DIRS,
+        max_files=MAX_SUBMISSION_FILES,
+        max_bytes=MAX_SUBMISSION_BYTES,
+    )
+    notes.extend(taken.notes)
+    for rel in released:
+        if rel.as_posix() in outputs:
+            continue  # what a check scores is what the notebook writes, even the instructor's
+        target = workdir / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)
+        shutil.copyfile(job.assignment_files / rel, target)
     if job.data_dir is not None:
         submitted = job.submission / "data"
         if submitted.exists() and not submitted.is_symlink():
@@ -384,6 +367,7 @@ def _fill_workdir(job: GradeJob, workdir: Path, notes: list[str]) -> None:
             # The sandbox mounts the data read-only; without it, a copy keeps the course safe.
             shutil.copytree(job.data_dir, workdir / "data")
     (workdir / "outbox").mkdir(exist_ok=True)
+    return taken.handed_in
 
 
 def _find_notebook(
@@ -401,6 +385,8 @@ def _find_notebook(
     if single and len(found) == 1:
         notes.append(f"{found[0]} was graded as {name}.ipynb")
         return workdir / found[0]
+    # Only the assignment's notebooks are copied: name the ones handed in.
+    found = sorted(p.name for p in submission.glob("*.ipynb") if not p.name.startswith("."))
     listing = f" (the submission has {', '.join(found)})" if found else ""
     raise InvalidNotebookError(f"{name}.ipynb was not submitted{listing}")
 

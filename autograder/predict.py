@@ -2,8 +2,9 @@
 
 It runs apart from the kernel and from the grader, sandboxed like the kernel, and reads only
 the two files it is given, a ``.keras`` model and an ``.npy`` of images; it has no option for
-labels. Before Keras is imported it reads the archive's ``config.json`` and refuses Lambda
-layers and classes or functions from outside Keras, naming them; the rest is loaded with
+labels. Before Keras is imported it reads the archive's ``config.json`` and refuses, naming
+it, every class or function not on :mod:`autograder.modelallow`'s allowlist (Lambda layers,
+the notebook's own code, Keras objects a model is not built from); the rest is loaded with
 ``keras.saving.load_model(..., safe_mode=True, compile=False)``, so no student code runs. The
 images are fitted to the model's input shape, predicted in batches, and the predicted class of
 each image is written to ``OUT/predictions.npy`` with ``OUT/status.json`` beside it. Every
@@ -25,11 +26,15 @@ from typing import Any
 
 import numpy as np
 
+from .modelallow import Refusal, refusal, unlisted_message
+
 DEFAULT_BATCH_SIZE = 256
 #: A workshop model is megabytes; ImageNet-sized transfer models stay well under this.
 MAX_MODEL_BYTES = 2 * 1024**3
 #: config.json of a real model is kilobytes; this bounds what the evaluator parses.
 MAX_CONFIG_BYTES = 16 * 1024**2
+#: The oldest Keras whose safe mode the evaluator relies on (3.15.0 lacks 3.15.1's fixes).
+MIN_KERAS = (3, 15, 1)
 
 #: Status codes that mean the grader, not the submission, failed.
 GRADER_CODES = frozenset({"grader", "images"})
@@ -65,10 +70,6 @@ def _names(items: Sequence[str]) -> str:
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _is_keras_module(module: object) -> bool:
-    return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
-
-
 def _walk(node: object, layer: str) -> Iterator[tuple[dict[str, Any], str]]:
     """Every serialized object in a Keras config, with the name of the layer it sits in."""
     if isinstance(node, list):
@@ -85,27 +86,28 @@ def _walk(node: object, layer: str) -> Iterator[tuple[dict[str, Any], str]]:
 
 
 def scan_model_config(config: object) -> None:
-    """Refuse, before Keras is imported, what safe mode would refuse anyway, naming the part.
+    """Refuse, before Keras is imported, every part of the model that is not on the
+    allowlist of :mod:`autograder.modelallow`, naming it.
 
-    Catches Lambda layers holding Python code, and classes or functions from outside Keras
-    (defined in the notebook). A plain function name (``activation=my_fn``) cannot be told
-    from a Keras one here; the loader refuses those and :func:`_load_error` names them.
+    Lambda layers holding Python code, classes and functions of the notebook or of another
+    package, and Keras objects that are not among the layers, models and training objects a
+    model is built from (``TFSMLayer``, ``keras.src`` internals, ``keras.utils``...). The
+    model's own ``compile_config`` is not read: the evaluator loads with ``compile=False``,
+    which discards it (a nested model's is loaded, so it is read).
     """
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "compile_config"}
     lambdas: list[str] = []
-    classes: list[tuple[str, object]] = []
-    functions: list[str] = []
+    foreign: list[Refusal] = []
+    unlisted: list[Refusal] = []
     for obj, layer in _walk(config, ""):
-        name, module = obj["class_name"], obj.get("module")
-        if name == "__lambda__":
+        refused = refusal(obj)
+        if refused is None:
+            continue
+        if refused.kind == "lambda":
             lambdas.append(layer)
-        elif "module" not in obj:
-            continue  # __tuple__, __numpy__ and the like: plain values, no code
-        elif name == "function":
-            fn = obj.get("config")
-            if not _is_keras_module(module) and (module != "builtins" or ">" in str(fn)):
-                functions.append(str(fn).split(">")[-1])
-        elif not _is_keras_module(module):
-            classes.append((name, module))
+        else:
+            (unlisted if refused.keras else foreign).append(refused)
     if lambdas:
         one = len(set(lambdas)) == 1
         what = f"Lambda layer{'' if one else 's'} {_names(lambdas)} hold{'s' if one else ''}"
@@ -115,17 +117,23 @@ def scan_model_config(config: object) -> None:
             "load (Keras safe mode); use built-in layers such as Rescaling, Reshape or "
             "Activation instead",
         )
+    classes = [r for r in foreign if r.kind == "class"]
     if classes:
-        where = {m for _, m in classes}
+        where = {r.module for r in classes}
         if where <= {None, "__main__"}:  # Keras writes None for classes of __main__
             origin = "defined in the notebook"
         elif len(where) == 1:
             origin = f"from the module {where.pop()!r}"
         else:
             origin = "defined outside Keras"
-        raise _Refused("custom-code", _class_message([n for n, _ in classes], origin))
+        raise _Refused("custom-code", _class_message([r.name for r in classes], origin))
+    functions = [r for r in foreign if r.kind == "function"]
     if functions:
-        raise _Refused("custom-code", _function_message(functions))
+        modules = {r.module for r in functions} - {None}
+        origin = f"from the module {modules.pop()!r}" if len(modules) == 1 else ""
+        raise _Refused("custom-code", _function_message([r.name for r in functions], origin))
+    if unlisted:
+        raise _Refused("custom-code", unlisted_message([r.qualified for r in unlisted]))
 
 
 def _class_message(classes: Sequence[str], origin: str) -> str:
@@ -137,12 +145,13 @@ def _class_message(classes: Sequence[str], origin: str) -> str:
     )
 
 
-def _function_message(functions: Sequence[str]) -> str:
+def _function_message(functions: Sequence[str], origin: str = "") -> str:
     noun = "function" if len(set(functions)) == 1 else "functions"
+    origin = origin or "defined in the notebook (in a Lambda layer or as an activation)"
     return (
-        f"the model cannot be graded: it uses the {noun} {_names(functions)} defined in the "
-        "notebook (in a Lambda layer or as an activation), which the grader does not load "
-        "(Keras safe mode); use built-in layers and activations instead"
+        f"the model cannot be graded: it uses the {noun} {_names(functions)} {origin}, which "
+        "the grader does not load (Keras safe mode); use built-in layers and activations "
+        "instead"
     )
 
 
@@ -180,6 +189,18 @@ def _read_model_config(model: Path) -> object:
             ) from None
         except (zipfile.BadZipFile, UnicodeDecodeError, ValueError, OSError) as exc:
             raise _Refused("file", f"the model file is damaged ({exc})") from None
+
+
+def check_keras_version(version: str) -> None:
+    """Refuse, as a grader problem, a Keras older than :data:`MIN_KERAS`."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]]
+    if tuple(parts) < MIN_KERAS:
+        wanted = ".".join(map(str, MIN_KERAS))
+        raise _Refused(
+            "grader",
+            f"the grader's Keras is {version}, older than {wanted}, whose safe mode the "
+            f"evaluator relies on; upgrade it: pip install 'keras>={wanted},<4'",
+        )
 
 
 def _first_paragraph(exc: BaseException) -> str:
@@ -342,6 +363,7 @@ def run_evaluator(
     import keras
 
     timings["import_s"] = time.perf_counter() - started
+    check_keras_version(keras.__version__)
     started = time.perf_counter()
     try:
         net = keras.saving.load_model(model, safe_mode=True, compile=False)

@@ -150,6 +150,9 @@ class SubmissionResult:
             "submitted_at": self.submitted_at,
             "notebooks": self.notebook_totals(),
             "flags": self.flags,
+            # What the participant's page says beside the items (files left out, a handed-in
+            # CSV's report, a notebook graded under another name...).
+            "notes": [str(n) for n in self.details.get("notes", ()) if isinstance(n, str)],
         }
 
     def to_record(self) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def test_a_full_config_parses_with_types_and_defaults():
         (
             {"grading": {}},
             "a.toml: unknown table(s) grading; valid tables are [assignment], [execute], "
-            "[service] and [[checks]]",
+            "[service], [submission] and [[checks]]",
         ),
         (
             {"assignment": {"dataset": "../secrets"}},
