@@ -81,6 +81,8 @@ class Work:
     started: float
     #: A kernel this worker started during its last job, for this job's first notebook.
     spare: prestart.Spare | None = None
+    #: Evaluators started for this job's checks while its notebooks run.
+    evaluators: prestart.Evaluators = dataclasses.field(default_factory=prestart.Evaluators)
     #: Where the executed notebooks are written, swapped into place by :func:`publish`.
     out_dir: Path | None = None
     #: Why the submission folder could not be used at all ("" when it could).
@@ -195,7 +197,7 @@ def execute_notebooks(work: Work) -> None:
             env=kernel_env(work.workdir, gpus=job.gpus),
             collect=checks.collect_snippets(job.config, run.name, work.workdir),
             km=spare.km if spare is not None else None,
-            on_ready=_start_next_kernel(job) if job.prestart else None,
+            on_ready=_start_ahead(work, run.name),
             runner=prestart.run if job.prestart or spare else asyncio.run,
         )
 
@@ -225,7 +227,9 @@ def check(work: Work) -> None:
         work.items.extend(zero_items(work.job, why, tests=not work.items))
         return
     outcomes = {run.name: run.outcome for run in work.runs if run.outcome is not None}
-    work.items.extend(checks.run_checks(work.job, work.workdir, outcomes, work.out_dir))
+    work.items.extend(
+        checks.run_checks(work.job, work.workdir, outcomes, work.out_dir, work.evaluators)
+    )
 
 
 def publish(work: Work) -> None:
@@ -284,6 +288,7 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
             duration_s=time.monotonic() - started,
         )
     finally:
+        work.evaluators.close()  # those no check took
         if spare is not None:
             prestart.discard(spare)  # a no-op once the notebook used it; not if it never ran
         shutil.rmtree(workdir, ignore_errors=True)
@@ -380,13 +385,20 @@ def _find_notebook(
     raise InvalidNotebookError(f"{name}.ipynb was not submitted{listing}")
 
 
-def _start_next_kernel(job: GradeJob) -> Callable[[], Any]:
-    """Once a job's kernel answers: start the next spare while this notebook runs."""
+def _start_ahead(work: Work, notebook: str) -> Callable[[], Any] | None:
+    """Once a notebook's kernel answers, while it runs: start the evaluators of its checks
+    (``prestart_evaluator``), and the kernel of this worker's next job (``prestart``)."""
+    job = work.job
+    if not (job.prestart or job.prestart_evaluator):
+        return None
 
     async def start() -> None:
-        await prestart.start_spare(
-            lambda workdir: spare_kernel(job, workdir), job.config.execute.prestart_imports
-        )
+        if job.prestart_evaluator:
+            checks.start_evaluators(job, notebook, work.evaluators)
+        if job.prestart:
+            await prestart.start_spare(
+                lambda workdir: spare_kernel(job, workdir), job.config.execute.prestart_imports
+            )
 
     return start
 
