@@ -196,8 +196,9 @@ def grade(
     (default: :func:`~autograder.schedule.default_workers`); ``per_gpu``: kernels sharing
     each GPU (default :data:`~autograder.schedule.DEFAULT_PER_GPU`). ``prestart``: each job
     starts its held-out evaluators, and the local pool's workers their next kernel, while a
-    notebook runs; None: when that has a core to run on (see :func:`prestart_pays`). Refuses (ReleaseError) when ``release/`` is not what
-    ``source/`` releases, unless ``allow_stale``."""
+    notebook runs; None: when that has a core to run on (see :func:`prestart_pays`). Refuses
+    (ReleaseError) when ``release/`` is not what ``source/`` releases, unless
+    ``allow_stale``."""
     settings = settings or GradeSettings()
     per_gpu = DEFAULT_PER_GPU if per_gpu is None else per_gpu
     if workers is None:

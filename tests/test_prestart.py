@@ -4,6 +4,9 @@ A local worker starts a spare kernel once its job's kernel answers; its next job
 it was started under the same policy, copies its submission in and runs. The tests read each
 kernel's age at its first cell from /proc (no clock of the grader involved): a spare is older
 than the notebook that ran before it.
+
+The held-out evaluator of a job is started while its own notebook runs and handed the model at
+its end: once, for that job only, never when its key differs, and stopped at the job's end.
 """
 
 from __future__ import annotations
