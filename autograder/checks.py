@@ -25,13 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from .accuracy import accuracy_item
 from .config import AccuracyCheck, AssignmentConfig, CsvCheck, check_notebook_for
 from .csvcheck import InvalidCsvError, check_csv, score_csv
 from .errors import DataError
-from .evaluate import accuracy_item, collect_snippet, evaluate_model
+from .evaluate import Evaluator, collect_snippet, evaluate_model, start_evaluator
 from .execute import ExecutionOutcome
 from .job import GradeJob, zero_item
-from .policy import evaluator_wrapper
+from .policy import evaluator_policy, evaluator_wrapper
+from .prestart import Evaluators
 from .results import ItemResult
 
 OUTBOX = "outbox"
@@ -109,8 +111,10 @@ def run_checks(
     workdir: Path,
     outcomes: Mapping[str, ExecutionOutcome],
     out_dir: Path,
+    evaluators: Evaluators | None = None,
 ) -> list[ItemResult]:
-    """One item per check of the assignment."""
+    """One item per check of the assignment; ``evaluators``: those started for this job
+    while its notebooks ran (:func:`start_evaluators`)."""
     items = []
     for check in job.config.checks:
         notebook = check_notebook_for(check, job.config)
@@ -118,16 +122,64 @@ def run_checks(
             items.append(zero_item(check, job.config, f"{notebook}.ipynb could not be run"))
             continue
         if isinstance(check, AccuracyCheck):
-            items.append(accuracy_check(job, check, workdir, outcomes[notebook]))
+            items.append(accuracy_check(job, check, workdir, outcomes[notebook], evaluators))
         else:
             items.append(csv_check(job, check, workdir, out_dir, outcomes[notebook]))
     return items
 
 
+def _evaluator_setup(job: GradeJob, check: AccuracyCheck, scratch: Path) -> dict[str, Any]:
+    """What the evaluator of ``check`` in ``scratch`` is started with, all but the model."""
+    heldout = job.heldout[check.dataset]
+    return {
+        "images_path": heldout / "heldout-images.npy",
+        "scale": check.scale,
+        "n_classes": len(_meta(heldout)["classes"]),
+        "command_wrapper": evaluator_wrapper(job=job, scratch=scratch),
+        "env": {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.gpus)},
+    }
+
+
+def evaluator_key(job: GradeJob, check: AccuracyCheck, scratch: Path) -> tuple[Any, ...]:
+    """Everything the evaluator of ``check`` in ``scratch`` is started with: one started
+    ahead is handed the model only if its key is the same (see prestart)."""
+    setup = _evaluator_setup(job, check, scratch)
+    images = setup["images_path"].stat()
+    return (
+        evaluator_policy(job, scratch),
+        setup["env"],
+        str(setup["images_path"]),
+        (images.st_size, images.st_mtime_ns),
+        setup["scale"],
+        setup["n_classes"],
+    )
+
+
+def start_evaluators(job: GradeJob, notebook: str, evaluators: Evaluators) -> None:
+    """Start the evaluator of each accuracy check that reads ``notebook``, to be handed its
+    model when the notebook has run (called once its kernel answers)."""
+    for check in job.config.checks:
+        if isinstance(check, AccuracyCheck) and check_notebook_for(check, job.config) == notebook:
+
+            def start(scratch: Path, check: AccuracyCheck = check) -> Evaluator | None:
+                return start_evaluator(
+                    workdir=scratch,
+                    key=evaluator_key(job, check, scratch),
+                    **_evaluator_setup(job, check, scratch),
+                )
+
+            evaluators.start(check.id, start)
+
+
 def accuracy_check(
-    job: GradeJob, check: AccuracyCheck, workdir: Path, outcome: ExecutionOutcome
+    job: GradeJob,
+    check: AccuracyCheck,
+    workdir: Path,
+    outcome: ExecutionOutcome,
+    evaluators: Evaluators | None = None,
 ) -> ItemResult:
-    """Evaluate the collected model on the held-out images; compare with the labels here."""
+    """Evaluate the collected model on the held-out images (in the evaluator started for it,
+    when one waits in ``evaluators`` and fits); compare with the labels here."""
     if not outcome.collected:
         # The collection step never ran (the kernel died or stopped answering): whatever file
         # sits at the model's path was left there by the notebook and proves nothing.
@@ -135,28 +187,23 @@ def accuracy_check(
         return zero_item(check, job.config, f"the model could not be collected: {why}")
 
     heldout = job.heldout[check.dataset]
-    meta = _meta(heldout)
     labels = np.load(heldout / "heldout-labels.npy", allow_pickle=False)
-    classes = [str(c) for c in meta["classes"]]
-    model = workdir / model_path(check)
+    classes = [str(c) for c in _meta(heldout)["classes"]]
     scratch = Path(tempfile.mkdtemp(prefix="autograder-eval-"))
+    waiting = None
+    if evaluators is not None:
+        waiting = evaluators.take(check.id, lambda folder: evaluator_key(job, check, folder))
     try:
-        wrapper = None
-        if job.settings.sandbox:
-            wrapper = evaluator_wrapper(
-                job=job, model=model, images=heldout / "heldout-images.npy", scratch=scratch
-            )
         result = evaluate_model(
-            model_path=model,
-            images_path=heldout / "heldout-images.npy",
-            scale=check.scale,
-            n_classes=len(classes),
+            model_path=workdir / model_path(check),
             timeout=EVALUATE_TIMEOUT_S,
             workdir=scratch,
-            command_wrapper=wrapper,
-            env={"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in job.gpus)},
+            evaluator=waiting,
+            **_evaluator_setup(job, check, scratch),
         )
     finally:
+        if waiting is not None:
+            waiting.close()
         shutil.rmtree(scratch, ignore_errors=True)
     item = accuracy_item(check, result, labels, classes)
     return _with_notebook(item, check_notebook_for(check, job.config))

@@ -171,8 +171,9 @@ def validate_cmd(
 @click.option(
     "--prestart/--no-prestart",
     default=None,
-    help="Start each worker's next kernel while the current notebook runs (local backend; "
-    "default: on when there are more CPU cores than workers, or GPUs).",
+    help="Start each submission's held-out evaluator, and each worker's next kernel (local "
+    "backend), while the current notebook runs (default: on when there are more CPU cores "
+    "than workers, or GPUs).",
 )
 @with_run_options
 @_allow_stale

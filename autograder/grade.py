@@ -51,11 +51,11 @@ def fingerprint_submission(
 
 
 def prestart_pays(workers: int, use_gpu: bool) -> bool:
-    """Whether starting the next kernel during a notebook hides time: when a CPU core is left
-    over (fewer workers than cores, as by default) or the notebooks mostly wait on GPUs.
-    With a worker per core, the spare's start competes with the notebooks for the same
-    cores (docs/benchmarks.md: 0.06 s lost per submission on 2 cores, 0.22 s won with one
-    worker)."""
+    """Whether starting the next kernel, and the evaluator, during a notebook hides time:
+    when a CPU core is left over (fewer workers than cores, as by default) or the notebooks
+    mostly wait on GPUs. With a worker per core, the spare's start competes with the
+    notebooks for the same cores (docs/benchmarks.md: 0.06 s lost per submission on 2 cores,
+    0.22 s won with one worker; the evaluator's, on the real exercise, in the same section)."""
     return use_gpu or workers < (os.cpu_count() or 1)
 
 
@@ -194,10 +194,11 @@ def grade(
     here, unless ``settings.sandbox`` is off, and (ConfigError) on an unknown backend or a
     bad worker or GPU count, before the gradebook is touched. ``workers``: kernels at once
     (default: :func:`~autograder.schedule.default_workers`); ``per_gpu``: kernels sharing
-    each GPU (default :data:`~autograder.schedule.DEFAULT_PER_GPU`). ``prestart``: the local pool's
-    workers start their next kernel while a notebook runs; None: when that has a core to run
-    on (see :func:`prestart_pays`). Refuses (ReleaseError) when ``release/`` is not what
-    ``source/`` releases, unless ``allow_stale``."""
+    each GPU (default :data:`~autograder.schedule.DEFAULT_PER_GPU`). ``prestart``: each job
+    starts its held-out evaluators, and the local pool's workers their next kernel, while a
+    notebook runs; None: when that has a core to run on (see :func:`prestart_pays`). Refuses
+    (ReleaseError) when ``release/`` is not what ``source/`` releases, unless
+    ``allow_stale``."""
     settings = settings or GradeSettings()
     per_gpu = DEFAULT_PER_GPU if per_gpu is None else per_gpu
     if workers is None:

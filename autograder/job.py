@@ -111,6 +111,9 @@ class GradeJob:
     #: set by the local pool, whose workers keep one event loop and thread for all jobs.
     #: A job takes a fitting spare whether or not it starts one.
     prestart: bool = False
+    #: Start this job's held-out evaluators while its notebook runs, to be handed the model
+    #: at its end (see prestart); set by every backend where the kernel prestart pays.
+    prestart_evaluator: bool = False
 
 
 def new_job(

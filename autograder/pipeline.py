@@ -83,6 +83,8 @@ class Work:
     started: float
     #: A kernel this worker started during its last job, for this job's first notebook.
     spare: prestart.Spare | None = None
+    #: Evaluators started for this job's checks while its notebooks run.
+    evaluators: prestart.Evaluators = dataclasses.field(default_factory=prestart.Evaluators)
     #: Where the executed notebooks are written, swapped into place by :func:`publish`.
     out_dir: Path | None = None
     #: Why the submission folder could not be used at all ("" when it could).
@@ -202,7 +204,7 @@ def execute_notebooks(work: Work) -> None:
             env=kernel_env(work.workdir, gpus=job.gpus),
             collect=checks.collect_snippets(job.config, run.name, work.workdir),
             km=spare.km if spare is not None else None,
-            on_ready=_start_next_kernel(job) if job.prestart else None,
+            on_ready=_start_ahead(work, run.name),
             runner=prestart.run if job.prestart or spare else asyncio.run,
         )
 
@@ -241,7 +243,7 @@ def check(work: Work) -> None:
         found = zero_items(work.job, why, tests=not work.items)
     else:
         outcomes = {run.name: run.outcome for run in work.runs if run.outcome is not None}
-        found = checks.run_checks(work.job, work.workdir, outcomes, work.out_dir)
+        found = checks.run_checks(work.job, work.workdir, outcomes, work.out_dir, work.evaluators)
         if any(start is not None for start in _hidden_from(work)):
             # The checks read what the notebook left after its hidden tests ran: their
             # messages keep the grader's words and numbers only.
@@ -310,6 +312,7 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
             duration_s=time.monotonic() - started,
         )
     finally:
+        work.evaluators.close()  # those no check took
         if spare is not None:
             prestart.discard(spare)  # a no-op once the notebook used it; not if it never ran
         shutil.rmtree(workdir, ignore_errors=True)
@@ -391,13 +394,20 @@ def _find_notebook(
     raise InvalidNotebookError(f"{name}.ipynb was not submitted{listing}")
 
 
-def _start_next_kernel(job: GradeJob) -> Callable[[], Any]:
-    """Once a job's kernel answers: start the next spare while this notebook runs."""
+def _start_ahead(work: Work, notebook: str) -> Callable[[], Any] | None:
+    """Once a notebook's kernel answers, while it runs: start the evaluators of its checks
+    (``prestart_evaluator``), and the kernel of this worker's next job (``prestart``)."""
+    job = work.job
+    if not (job.prestart or job.prestart_evaluator):
+        return None
 
     async def start() -> None:
-        await prestart.start_spare(
-            lambda workdir: spare_kernel(job, workdir), job.config.execute.prestart_imports
-        )
+        if job.prestart_evaluator:
+            checks.start_evaluators(job, notebook, work.evaluators)
+        if job.prestart:
+            await prestart.start_spare(
+                lambda workdir: spare_kernel(job, workdir), job.config.execute.prestart_imports
+            )
 
     return start
 

@@ -59,21 +59,28 @@ def spare_kernel(job: GradeJob, workdir: Path) -> tuple[Any, dict[str, str], tup
     return km, env, kernel_key(job, workdir)
 
 
-def evaluator_wrapper(
-    *, job: GradeJob, model: Path, images: Path, scratch: Path
-) -> Callable[..., list[str]]:
-    """Wraps the model evaluator's command in the job's sandbox.
-
-    Inside: ``scratch`` writable (the working folder), ``model`` and ``images`` read-only at
-    the same paths, and the ``autograder`` package importable. ``wrapper(argv, env=...)``
-    returns the command; the sandbox starts from a clean environment, so the evaluator's
-    variables go in ``env`` (the environment of the Popen is not passed on).
-    """
+def evaluator_policy(job: GradeJob, scratch: Path) -> SandboxPolicy | None:
+    """The sandbox of ``job``'s model evaluator in ``scratch`` (None when the job runs without
+    the sandbox): the job's limits and GPUs, ``scratch`` writable (the evaluator's working
+    folder, which holds the copies of the model and the images), the ``autograder`` package
+    read-only, nothing else of the grader's."""
+    if not job.settings.sandbox:
+        return None
     package = Path(__file__).resolve().parent
-    base = dataclasses.replace(
-        job_policy(job=job, workdir=scratch),
-        readonly_binds=((model, model), (images, images), (package, package)),
+    return dataclasses.replace(
+        job_policy(job=job, workdir=scratch), readonly_binds=((package, package),)
     )
+
+
+def evaluator_wrapper(*, job: GradeJob, scratch: Path) -> Callable[..., list[str]] | None:
+    """Wraps the model evaluator's command in :func:`evaluator_policy`'s sandbox (None
+    without the sandbox). ``wrapper(argv, env=...)`` returns the command; the sandbox starts
+    from a clean environment, so the evaluator's variables go in ``env`` (the environment of
+    the Popen is not passed on)."""
+    base = evaluator_policy(job, scratch)
+    if base is None:
+        return None
+    package = Path(__file__).resolve().parent
 
     def wrap(argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
         extra = {**(env or {}), "PYTHONPATH": str(package.parent)}

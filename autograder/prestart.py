@@ -1,4 +1,5 @@
-"""The next student's kernel, started while this student's notebook runs (local pool workers).
+"""Start-up hidden behind a running notebook: the next student's kernel (local pool workers),
+and this student's held-out evaluator (:class:`Evaluators`, any backend).
 
 A kernel needs about 0.7 s to start (a new Python, ipykernel's imports, the sandbox), and an
 assignment may import TensorFlow on top (seconds, more on a GPU node). A grading worker of the
@@ -27,6 +28,16 @@ A worker keeps one event loop for all its jobs (the spare kernel's sockets belon
 runs its jobs on its main thread (bwrap's ``--die-with-parent`` follows the thread that
 launched the kernel). At the worker's exit a spare kernel nobody took is shut down and its
 folder removed; a worker killed outright takes its kernels with it (``--die-with-parent``).
+
+The evaluator of an accuracy check (a new Python importing Keras and its backend, about 4.5 s
+of TensorFlow on 2 cores) is started the same way, once the notebook's kernel answers, but for
+the same job: it waits, with nothing of any submission loaded, until the notebook has ended
+and its model is collected, and is then handed the model (:func:`autograder.evaluate.
+evaluate_model`). It belongs to that one job (:class:`Evaluators` lives in the job's work):
+never handed to another, shut down unused when the check cannot use it (its start key differs:
+another sandbox policy, images, scale or classes; or it died), and at the job's end whatever
+happened. It runs in a new sandbox of its own, under the policy of the evaluator the check
+would start itself; started from the job's thread, it dies with the worker too.
 """
 
 from __future__ import annotations
@@ -42,6 +53,7 @@ from multiprocessing import util
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .evaluate import Evaluator
 from .execute import shutdown_kernel
 
 T = TypeVar("T")
@@ -160,3 +172,56 @@ def import_arguments(modules: Sequence[str]) -> list[str]:
         f"--IPKernelApp.exec_lines=__import__('importlib').import_module({m!r}) and None"
         for m in modules
     ]
+
+
+class Evaluators:
+    """The held-out evaluators started for one job while its notebook runs, by check id.
+
+    Each is handed to that job's check once (:meth:`take`), and only if it still fits; the
+    rest are stopped at the job's end (:meth:`close`).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, Evaluator] = {}
+
+    def start(self, check_id: str, start: Callable[[Path], Evaluator | None]) -> None:
+        """Start the evaluator of ``check_id`` (unless one waits already) in a new folder:
+        ``start(folder)`` returns it, or None when it could not start (the check then starts
+        its own, and says why)."""
+        if check_id in self._waiting:
+            return
+        folder = Path(tempfile.mkdtemp(prefix="autograder-eval-"))
+        try:
+            evaluator = start(folder)
+        except Exception:
+            evaluator = None
+        if evaluator is None:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        self._waiting[check_id] = evaluator
+
+    def take(self, check_id: str, key_for: Callable[[Path], Any]) -> Evaluator | None:
+        """The evaluator waiting for ``check_id``, if its start key equals ``key_for(its
+        folder)`` and it still runs; one that does not fit is stopped. Never twice."""
+        evaluator = self._waiting.pop(check_id, None)
+        if evaluator is None:
+            return None
+        try:
+            fits = key_for(evaluator.workdir) == evaluator.key and evaluator.alive()
+        except Exception:
+            fits = False
+        if not fits:
+            evaluator.close()
+            return None
+        return evaluator
+
+    def pending(self) -> dict[str, Evaluator]:
+        """The evaluators still waiting, by check id (a copy)."""
+        return dict(self._waiting)
+
+    def close(self) -> None:
+        """Stop every evaluator nobody took and remove its folder (at the job's end)."""
+        waiting, self._waiting = self._waiting, {}
+        for evaluator in waiting.values():
+            with contextlib.suppress(Exception):
+                evaluator.close()

@@ -13,6 +13,13 @@ and all its descendants (kernels included), sampled every 50 ms with psutil.
 
     PYTHONPATH=. python bench/bench_grading.py --students 8 --repeat 2
 
+``--exercise`` grades the workshop's real exercise instead (``mnist-kaggle``, both checks on,
+``--students`` copies of the solution, bench/exercise_course.py): ours with 1 and 2 workers
+against bare nbclient running the same notebooks (sanitized, the same parameters injected)
+one after another and two at a time, and ``nbgrader autograde`` (which runs no checks):
+
+    PYTHONPATH=. python bench/bench_grading.py --exercise --students 3 --repeat 3 [--both-prestart]
+
 Results go in docs/benchmarks.md.
 """
 
@@ -234,7 +241,9 @@ def machine_scaling(size: int, steps: int) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--students", type=int, default=8)
+    parser.add_argument(
+        "--students", type=int, help="submissions graded (default 8; 3 with --exercise)"
+    )
     parser.add_argument(
         "--size",
         type=int,
@@ -245,7 +254,9 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=6400, help="NumPy loop steps (~0.4 ms each by default)"
     )
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--repeat", type=int, help="rounds, the median reported (default 1; 3 with --exercise)"
+    )
     parser.add_argument("--backends", nargs="+", default=["local", "dask"])
     parser.add_argument("--json", type=Path, help="also write the raw numbers here")
     parser.add_argument(
@@ -262,9 +273,28 @@ def main() -> None:
     parser.add_argument(
         "--kernel-start", action="store_true", help="only time kernel starts (plain, sandboxed)"
     )
+    parser.add_argument(
+        "--exercise",
+        action="store_true",
+        help="grade the real exercise (mnist-kaggle, both checks): --students copies",
+    )
+    parser.add_argument(
+        "--both-prestart",
+        action="store_true",
+        help="with --exercise: ours also with the prestart the other way round (1 worker "
+        "--no-prestart, 2 workers --prestart)",
+    )
     args = parser.parse_args()
+    args.students = args.students or (3 if args.exercise else 8)
+    args.repeat = args.repeat or (3 if args.exercise else 1)
     if args.kernel_start:
         kernel_starts(max(args.repeat, 5))
+        return
+    if args.exercise:
+        sys.path.insert(0, str(REPO / "bench"))
+        import exercise_course
+
+        exercise_course.bench(args, timed, command_env)
         return
 
     alone, paired = machine_scaling(args.size, args.steps)

@@ -142,7 +142,15 @@ def graded_class(tmp_path_factory):
         folder = course.submitted(student, "cnn")
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / "cnn.ipynb")
-    report = grade(course, "cnn", settings=GradeSettings(sandbox=False), backend="local", workers=2)
+    # Every evaluator is started while its notebook runs (prestart), as where a core waits.
+    report = grade(
+        course,
+        "cnn",
+        settings=GradeSettings(sandbox=False),
+        backend="local",
+        workers=2,
+        prestart=True,
+    )
     return course, {r.student: r for r in report.graded}
 
 
@@ -230,3 +238,11 @@ def test_the_labels_are_nowhere_a_student_can_reach(graded_class):
         for path in folder.rglob("*"):
             if path.is_file():
                 assert held not in path.read_bytes()
+
+
+def test_each_model_was_evaluated_by_an_evaluator_started_while_its_notebook_ran(graded_class):
+    _, results = graded_class
+    for student in ("good", "weak", "cheater", "no-csv", "bad-csv"):
+        accuracy = results[student].item("heldout-accuracy")
+        assert accuracy.details["evaluator"]["prestarted"] is True, (student, accuracy.message)
+        assert accuracy.details["evaluator"]["timings"]["import_s"] < 0.1

@@ -6,8 +6,10 @@ shared by the module. Each evaluation starts a real evaluator process (Keras imp
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +18,14 @@ import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from autograder.accuracy import accuracy_item
 from autograder.collect import collect_snippet, collect_status_path, read_collect_status
 from autograder.config import AccuracyCheck
 from autograder.datasets import DIGIT_CLASSES, load_digits_splits
 from autograder.errors import ConfigError
-from autograder.evaluate import EvalOutcome, accuracy_item, evaluate_model
+from autograder.evaluate import EvalOutcome, evaluate_model, serve, start_evaluator
 from autograder.predict import (
+    QUIET_ENV,
     check_classes,
     class_scores,
     fit_images,
@@ -432,11 +436,19 @@ def evaluate(model: Path, heldout: Path, workdir: Path, **options) -> EvalOutcom
     )
 
 
+@pytest.fixture(scope="module")
+def fresh(keras, trained, heldout, tmp_path_factory):
+    """The shared model saved, and what an evaluator started for it alone makes of it."""
+    folder = tmp_path_factory.mktemp("fresh")
+    model = save(keras, trained, folder / "outbox")
+    return model, evaluate(model, heldout, folder / "scratch")
+
+
 @pytest.mark.slow
-def test_a_trained_model_passes_with_the_predictions_keras_makes(keras, trained, heldout, tmp_path):
-    model = save(keras, trained, tmp_path / "outbox")
-    result = evaluate(model, heldout, tmp_path / "scratch")
+def test_a_trained_model_passes_with_the_predictions_keras_makes(fresh, trained, heldout):
+    _, result = fresh
     assert result.code == "ok", result.message
+    assert result.details["prestarted"] is False
     assert result.message == "Sequential with 25,450 parameters predicted 359 images"
     images = np.load(heldout / "heldout-images.npy")[..., np.newaxis] / 255.0
     expected = np.argmax(trained.predict(images, verbose=0), axis=1)
@@ -567,6 +579,87 @@ def test_a_model_that_takes_too_long_is_stopped(keras, trained, heldout, tmp_pat
         result.message == "the model took longer than 1 s to load and predict 359 held-out images"
     )
     assert result.duration_s < 10
+
+
+def start_ahead(heldout: Path, folder: Path):
+    evaluator = start_evaluator(
+        images_path=heldout / "heldout-images.npy", scale=255.0, n_classes=10, workdir=folder
+    )
+    assert evaluator is not None and evaluator.alive()
+    return evaluator
+
+
+def same_evaluation(result: EvalOutcome, fresh: EvalOutcome) -> None:
+    """Everything alike but the timings and how the evaluator was started."""
+    assert (result.code, result.message) == (fresh.code, fresh.message)
+    assert np.array_equal(result.predictions, fresh.predictions)
+    started = {"timings", "prestarted", "ready_at_handover"}
+    assert {k: v for k, v in result.details.items() if k not in started} == {
+        k: v for k, v in fresh.details.items() if k not in started
+    }
+
+
+@pytest.mark.slow
+def test_an_evaluator_started_ahead_makes_what_a_fresh_one_makes(fresh, heldout, tmp_path):
+    model, alone = fresh
+    ahead = start_ahead(heldout, tmp_path / "ahead")
+    try:
+        result = evaluate(model, heldout, tmp_path / "scratch", evaluator=ahead)
+    finally:
+        ahead.close()
+    same_evaluation(result, alone)
+    assert result.details["prestarted"] is True
+    assert result.details["timings"]["import_s"] < 0.1  # Keras was imported before the model came
+    assert ahead.process.returncode == 0  # it ended on its own, after its one model
+    assert not ahead.workdir.exists()
+    assert not (tmp_path / "scratch").exists()  # the model went to the evaluator's folder
+
+
+@pytest.mark.slow
+def test_an_evaluator_started_ahead_that_died_is_replaced_by_a_fresh_one(fresh, heldout, tmp_path):
+    model, alone = fresh
+    ahead = start_ahead(heldout, tmp_path / "ahead")
+    os.killpg(ahead.process.pid, signal.SIGKILL)  # as the OOM killer would while it waits
+    ahead.process.wait()
+    try:
+        result = evaluate(model, heldout, tmp_path / "scratch", evaluator=ahead)
+    finally:
+        ahead.close()
+    same_evaluation(result, alone)
+    assert result.details["prestarted"] is False
+    assert not ahead.workdir.exists()
+
+
+def test_an_evaluator_nobody_hands_a_model_is_stopped_and_its_folder_removed(heldout, tmp_path):
+    ahead = start_ahead(heldout, tmp_path / "ahead")
+    assert (tmp_path / "ahead" / "images.npy").read_bytes() == (
+        heldout / "heldout-images.npy"
+    ).read_bytes()
+    ahead.close()
+    assert ahead.process.returncode == -signal.SIGKILL
+    assert not ahead.workdir.exists()
+    ahead.close()  # twice is harmless
+
+
+@pytest.mark.slow
+def test_a_waiting_evaluator_imports_keras_then_needs_the_go(
+    keras, trained, heldout, tmp_path, monkeypatch
+):
+    import sklearn  # noqa: F401  # serve() would hide it from a process that has not loaded it
+
+    save(keras, trained, tmp_path)
+    np.save(tmp_path / "images.npy", np.load(heldout / "heldout-images.npy"))
+    monkeypatch.chdir(tmp_path)
+    for key, value in QUIET_ENV.items():  # serve() sets them for the process it runs in
+        monkeypatch.setenv(key, value)
+    argv = ["--model", "acc.keras", "--images", "images.npy", "--out", "out", "--classes", "10"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert serve(["--wait", *argv]) == 0  # the end of its input: nobody needs it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acc.keras", "images.npy", "ready"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"go\n")))
+    assert serve(["--wait", *argv]) == 0
+    assert (tmp_path / "received").exists()
+    assert json.loads((tmp_path / "out" / "status.json").read_text())["ok"] is True
 
 
 AUDIT = """\

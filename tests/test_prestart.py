@@ -4,26 +4,35 @@ A local worker starts a spare kernel once its job's kernel answers; its next job
 it was started under the same policy, copies its submission in and runs. The tests read each
 kernel's age at its first cell from /proc (no clock of the grader involved): a spare is older
 than the notebook that ran before it.
+
+The held-out evaluator of a job is started while its own notebook runs and handed the model at
+its end: once, for that job only, never when its key differs, and stopped at the job's end.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from conftest import complete, host_processes, make_tiny_course, with_cell
 
 from autograder import prestart
-from autograder.config import Course, load_assignment
+from autograder.checks import evaluator_key
+from autograder.config import AccuracyCheck, Course, load_assignment
 from autograder.datasets import prepare
 from autograder.errors import ConfigError
+from autograder.evaluate import start_evaluator
 from autograder.execute import kernel_env, plain_kernel_factory
-from autograder.grade import GradeSettings, grade
+from autograder.grade import GradeJob, GradeSettings, grade
 from autograder.release import fingerprint, release, source_index
 
 SANDBOX = GradeSettings(sandbox=True, timeout_cell=30, timeout_total=60)
@@ -302,3 +311,264 @@ def test_a_killed_grader_leaves_no_worker_kernel_or_spare_behind(tmp_path):
         time.sleep(0.2)
     assert host_processes("autograder-orphan") == []  # the worker's running kernel
     assert _spare_processes() <= running  # and the spare it started
+
+
+# --- the held-out evaluator, started while the notebook runs ----------------------------------
+
+#: Stands in for a prestarted evaluator (no Keras): it waits for the end of its input.
+WAITS = [sys.executable, "-c", "import sys; sys.stdin.buffer.read()"]
+
+
+def _eval_folders() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("autograder-eval-*")}
+
+
+def _running_in(folder: Path) -> list[int]:
+    """Processes of the evaluator in ``folder`` (its command line names the folder)."""
+    return [pid for pid, _ in host_processes(str(folder))]
+
+
+def _python_in(folder: Path) -> list[int]:
+    """The evaluator's own Python in ``folder``, past the commands that start its sandbox."""
+    return [pid for pid, cmd in host_processes(str(folder)) if cmd.startswith(f"{sys.executable} ")]
+
+
+def _waiting(tmp_path: Path, key: object):
+    images = tmp_path / "images.npy"
+    np.save(images, np.zeros((3, 28, 28), np.uint8))
+
+    def start(folder: Path):
+        return start_evaluator(
+            images_path=images,
+            scale=255.0,
+            n_classes=10,
+            workdir=folder,
+            key=key,
+            command_wrapper=lambda command, env=None: WAITS,
+        )
+
+    return start
+
+
+def test_an_evaluator_started_ahead_serves_only_its_check_with_the_same_key_and_only_once(
+    tmp_path,
+):
+    pool = prestart.Evaluators()
+    pool.start("acc", _waiting(tmp_path, "key"))
+    pool.start("acc", _waiting(tmp_path, "other key"))  # one waits already: nothing more
+    first = pool.pending()["acc"]
+    assert (first.key, first.n_images, first.alive()) == ("key", 3, True)
+    assert pool.take("another check", lambda folder: "key") is None
+    assert pool.take("acc", lambda folder: "other key") is None  # another policy: stopped
+    assert first.process.poll() is not None and not first.workdir.exists()
+    assert pool.pending() == {}
+
+    pool.start("acc", _waiting(tmp_path, "key"))
+    second = pool.take("acc", lambda folder: "key")
+    assert second is not None and second is not first and second.alive()
+    assert pool.take("acc", lambda folder: "key") is None  # never twice
+    second.close()
+    assert second.process.poll() is not None and not second.workdir.exists()
+
+
+def test_an_evaluator_that_died_or_could_not_start_is_not_handed_out(tmp_path):
+    pool = prestart.Evaluators()
+    pool.start("acc", _waiting(tmp_path, "key"))
+    died = pool.pending()["acc"]
+    died.process.kill()
+    died.process.wait()
+    assert pool.take("acc", lambda folder: "key") is None
+    assert not died.workdir.exists()
+    before = _eval_folders()
+    pool.start("acc", lambda folder: None)  # the sandbox refused, say
+    pool.start("other", lambda folder: 1 / 0)
+    assert pool.pending() == {}
+    assert _eval_folders() <= before
+
+
+def test_evaluators_nobody_took_are_stopped_at_the_end_of_the_job(tmp_path):
+    pool = prestart.Evaluators()
+    pool.start("acc", _waiting(tmp_path, "key"))
+    pool.start("acc-2", _waiting(tmp_path, "key"))
+    waiting = list(pool.pending().values())
+    assert len(waiting) == 2 and all(e.alive() for e in waiting)
+    pool.close()
+    assert pool.pending() == {}
+    assert all(e.process.poll() is not None and not e.workdir.exists() for e in waiting)
+
+
+def test_the_evaluator_key_changes_with_the_sandbox_policy_and_the_images(tmp_path):
+    course = make_tiny_course(tmp_path / "course")
+    heldout = course.heldout("digits")
+    heldout.mkdir(parents=True)
+    np.save(heldout / "heldout-images.npy", np.zeros((3, 28, 28), np.uint8))
+    (heldout / "meta.json").write_text(json.dumps({"classes": list(range(10))}))
+    job = GradeJob(
+        student="alice",
+        config=load_assignment(course, "tiny"),
+        submission=tmp_path,
+        autograded=tmp_path / "autograded",
+        source={},
+        assignment_files=tmp_path,
+        data_dir=None,
+        heldout={"digits": heldout},
+        fingerprint="",
+        settings=GradeSettings(memory_limit="1G"),
+    )
+    check = AccuracyCheck(id="acc", points=1, threshold=0.5, dataset="digits")
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    key = evaluator_key(job, check, folder)
+    assert evaluator_key(job, check, folder) == key
+    others = [
+        dataclasses.replace(job, settings=GradeSettings(memory_limit="2G")),
+        dataclasses.replace(job, settings=GradeSettings(memory_limit="1G", sandbox=False)),
+        dataclasses.replace(job, gpus=(0,)),
+    ]
+    for other in others:
+        assert evaluator_key(other, check, folder) != key
+    assert evaluator_key(job, dataclasses.replace(check, scale=1.0), folder) != key
+    np.save(heldout / "heldout-images.npy", np.zeros((4, 28, 28), np.uint8))  # prepared again
+    assert evaluator_key(job, check, folder) != key
+
+
+#: A model the kernel leaves in `model` (random but seeded: every copy predicts alike).
+MODEL = (
+    "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'\n"
+    "import keras\n"
+    "keras.utils.set_random_seed(0)\n"
+    "model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),\n"
+    "                          keras.layers.Dense(10, activation='softmax')])\n"
+)
+ACCURACY_CHECK = (
+    "\n[[checks]]\nid = 'heldout-accuracy'\nkind = 'accuracy'\nvariable = 'model'\n"
+    "dataset = 'digits'\nthreshold = 0.5\npoints = 2\n"
+)
+
+
+@pytest.mark.sandbox
+@pytest.mark.slow
+def test_each_model_goes_to_an_evaluator_started_for_it_while_its_notebook_ran(
+    tmp_path, monkeypatch
+):
+    from autograder import checks
+
+    root = tmp_path / "course"
+    course = make_tiny_course(root)
+    toml = root / "source" / "tiny" / "assignment.toml"
+    toml.write_text(toml.read_text() + ACCURACY_CHECK)
+    release(course, "tiny")
+    prepare("digits", course=course)
+    for student in ("alice", "bob"):
+        _submit(course, student, MODEL)
+    started, handed = [], []
+    real_start, real_evaluate = checks.start_evaluator, checks.evaluate_model
+
+    def spy_start(**kwargs):
+        started.append(real_start(**kwargs))
+        return started[-1]
+
+    def spy_evaluate(**kwargs):
+        handed.append((str(kwargs["model_path"]), kwargs["evaluator"]))
+        return real_evaluate(**kwargs)
+
+    monkeypatch.setattr(checks, "start_evaluator", spy_start)
+    monkeypatch.setattr(checks, "evaluate_model", spy_evaluate)
+    settings = GradeSettings(sandbox=True, timeout_cell=120, timeout_total=300)
+
+    report = grade(course, "tiny", settings=settings, backend="inline", prestart=True)
+
+    results = {r.student: r.item("heldout-accuracy") for r in report.graded}
+    # Each model went to an evaluator of its own, started during its own notebook, once.
+    assert len(started) == 2 and None not in started
+    assert [evaluator for _, evaluator in handed] == started
+    assert [("autograder-alice-" in path, "autograder-bob-" in path) for path, _ in handed] == [
+        (True, False),
+        (False, True),
+    ]
+    assert started[0].process.pid != started[1].process.pid
+    for item in results.values():
+        assert item.details["evaluator"]["prestarted"] is True, item.message
+        assert item.details["total"] == 359
+    # It served that one model and ended; nothing of it is left.
+    assert [e.process.returncode for e in started] == [0, 0]
+    assert not [e for e in started if e.workdir.exists() or _running_in(e.workdir)]
+
+    # The same notebook, its evaluator started after the notebook: the same item.
+    _submit(course, "carol", MODEL)
+    again = grade(
+        course, "tiny", settings=settings, backend="inline", prestart=False, students=["carol"]
+    )
+    carol = again.graded[0].item("heldout-accuracy")
+    assert carol.details["evaluator"]["prestarted"] is False
+    assert len(started) == 2  # none was started for her
+    timing = {"duration_s", "evaluator"}
+    for item in results.values():
+        assert (item.score, item.message) == (carol.score, carol.message)
+        assert {k: v for k, v in item.details.items() if k not in timing} == {
+            k: v for k, v in carol.details.items() if k not in timing
+        }
+
+
+#: A worker that starts the evaluators of a job's notebook, says where, and waits (to be killed).
+WORKER = """
+import pickle, sys, time
+from autograder import checks, prestart
+job = pickle.load(open(sys.argv[1], "rb"))
+pool = prestart.Evaluators()
+checks.start_evaluators(job, "tiny", pool)
+print(*[str(e.workdir) for e in pool.pending().values()], flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.sandbox
+def test_a_killed_worker_takes_its_waiting_evaluator_along(tmp_path):
+    import pickle
+    import subprocess
+    import time
+
+    root = tmp_path / "course"
+    course = make_tiny_course(root)
+    toml = root / "source" / "tiny" / "assignment.toml"
+    toml.write_text(toml.read_text() + ACCURACY_CHECK)
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    np.save(heldout / "heldout-images.npy", np.zeros((3, 28, 28), np.uint8))
+    (heldout / "meta.json").write_text(json.dumps({"classes": list(range(10))}))
+    job = GradeJob(
+        student="alice",
+        config=load_assignment(course, "tiny"),
+        submission=tmp_path,
+        autograded=tmp_path / "autograded",
+        source={},
+        assignment_files=tmp_path,
+        data_dir=None,
+        heldout={"digits": heldout},
+        fingerprint="",
+        settings=GradeSettings(sandbox=True),
+    )
+    (tmp_path / "job.pickle").write_bytes(pickle.dumps(job))
+    repo = Path(__file__).resolve().parents[1]
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(tmp_path / "job.pickle")],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        folder = Path(worker.stdout.readline().strip())
+        assert folder.name.startswith("autograder-eval-"), folder
+        # Its Python runs (inside bubblewrap, which dies with the worker): not still in the
+        # commands that set the sandbox up, which an end of input alone would end.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _python_in(folder):
+            time.sleep(0.1)
+        assert _python_in(folder), "the evaluator should be waiting in its sandbox"
+    finally:
+        worker.kill()  # as the OOM killer or `kill -9` would
+        worker.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _running_in(folder):
+        time.sleep(0.2)
+    assert _running_in(folder) == []

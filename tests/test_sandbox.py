@@ -7,6 +7,7 @@ so a broken sandbox fails the test without hurting the machine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pwd
 import socket
@@ -631,7 +632,7 @@ def test_a_symbolic_link_in_the_workdir_is_never_mounted(course: Path) -> None:
 # --- wired into grading ---------------------------------------------------------------------
 
 
-def test_the_evaluator_sees_its_model_images_and_package_and_nothing_else(
+def test_the_evaluator_sees_its_folder_and_package_and_nothing_else(
     tiny_course: Any, tmp_path: Path
 ) -> None:
     from autograder.config import load_assignment
@@ -640,8 +641,9 @@ def test_the_evaluator_sees_its_model_images_and_package_and_nothing_else(
     workdir, scratch = tmp_path / "work", tmp_path / "scratch"
     workdir.mkdir()
     scratch.mkdir()
-    (workdir / "model.keras").write_bytes(b"model")
-    (workdir / "notes.txt").write_text("not for the evaluator")
+    (workdir / "model.keras").write_bytes(b"the kernel's")
+    (scratch / "model.keras").write_bytes(b"model")  # the copies evaluate_model makes
+    (scratch / "images.npy").write_bytes(b"images")
     images = tiny_course.heldout("digits") / "heldout-images.npy"
     images.parent.mkdir(parents=True)
     images.write_bytes(b"images")
@@ -657,18 +659,22 @@ def test_the_evaluator_sees_its_model_images_and_package_and_nothing_else(
         fingerprint="",
         settings=GradeSettings(),
     )
-    wrap = evaluator_wrapper(job=job, model=workdir / "model.keras", images=images, scratch=scratch)
+    wrap = evaluator_wrapper(job=job, scratch=scratch)
+    assert wrap is not None
     code = (
         "import os, sys, autograder\n"
-        f"print(open({str(workdir / 'model.keras')!r}).read(), open({str(images)!r}).read())\n"
-        f"print(os.path.exists({str(workdir / 'notes.txt')!r}), os.listdir({str(images.parent)!r}))\n"
+        "print(open('model.keras').read(), open('images.npy').read())\n"
+        f"print([os.path.exists(p) for p in ({str(workdir)!r}, {str(images.parent)!r})])\n"
         "print(os.getcwd() == sys.argv[1], os.environ['WHO'])"
     )
     cmd = wrap([sys.executable, "-c", code, str(scratch)], env={"WHO": "evaluator"})
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert (done.returncode, done.stdout) == (
-        0,
-        "model images\nFalse ['heldout-images.npy']\nTrue evaluator\n",
+    assert (done.returncode, done.stdout) == (0, "model images\n[False, False]\nTrue evaluator\n")
+    assert (
+        evaluator_wrapper(
+            job=dataclasses.replace(job, settings=GradeSettings(sandbox=False)), scratch=scratch
+        )
+        is None
     )
 
 
