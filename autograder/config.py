@@ -121,6 +121,18 @@ class ExecuteConfig:
     max_output_bytes: int = dataclasses.field(
         default=1_000_000, metadata=_help("bytes of output kept per cell")
     )
+    max_notebook_output_bytes: int = dataclasses.field(
+        default=20_000_000, metadata=_help("bytes of output kept per notebook, all kinds together")
+    )
+    disk_limit: str = dataclasses.field(
+        default="1G", metadata=_help("what the work folder may hold (the notebook, its files)")
+    )
+    max_files: int = dataclasses.field(
+        default=100_000, metadata=_help("files and folders the work folder may hold")
+    )
+    cpu_limit: float = dataclasses.field(
+        default=0.0, metadata=_help("CPU seconds of all its processes; 0: 4 x timeout_total")
+    )
     parameters: dict[str, Any] = dataclasses.field(
         default_factory=dict,
         metadata=_help("values injected after the notebook's 'parameters' cell when grading"),
@@ -361,6 +373,13 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
     _check_types(execute, f"{where} [execute]")
     if not isinstance(execute.parameters, dict):
         raise ConfigError(f"{where} [execute]: parameters must be a table")
+    try:
+        if parse_size(execute.disk_limit) < 2**20:
+            raise ConfigError(f"disk_limit {execute.disk_limit!r} is under 1M; give e.g. 1G")
+        if execute.cpu_limit < 0:
+            raise ConfigError("cpu_limit must not be negative (0: four times timeout_total)")
+    except ConfigError as exc:
+        raise ConfigError(f"{where} [execute]: {exc}") from None
     imports = execute.prestart_imports
     if not isinstance(imports, list) or not all(
         isinstance(m, str) and _MODULE.match(m) for m in imports

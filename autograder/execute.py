@@ -4,8 +4,9 @@ nbclient runs the cells; this module adds what grading untrusted code needs on t
 
 - a per-cell timeout that interrupts the cell (nbgrader's behaviour) and a total deadline that
   stops the notebook; a kernel that ignores the interrupt is killed;
-- output capped per cell (lines and bytes) as it arrives, so a flood never fills the grader's
-  memory; errors and the first stderr line are always kept, because they decide grades;
+- output capped per cell (lines and bytes) and per notebook as it arrives, so a flood never
+  fills the grader's memory; errors and the first stderr line are always kept, because they
+  decide grades (:mod:`autograder.outputcap`);
 - nbgrader's defence against the ``showtraceback`` cheat: an error reply with no error output
   gets one;
 - collection snippets (saving the trained model) run in the same kernel after the notebook,
@@ -31,6 +32,7 @@ from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
+from .limits import STOP_REASONS
 from .outputcap import GradingClient
 
 #: nbgrader's error output for a cell that ran out of time (Execute.error_on_timeout).
@@ -79,7 +81,13 @@ class ExecutionLimits:
     timeout_total: float = 1800.0
     max_output_lines: int = 1000
     max_output_bytes: int = 1_000_000
+    #: Output the grader keeps for the whole notebook (outputcap.GradingClient).
+    max_notebook_output_bytes: int = 20_000_000
     memory_limit_text: str = ""
+    #: The sandbox's limits, for its policy and the messages (None: not limited).
+    disk_limit_text: str = ""
+    max_files: int | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclasses.dataclass
@@ -98,6 +106,8 @@ class ExecutionOutcome:
     duration_s: float = 0.0
     #: False when the kernel stopped answering (ignored an interrupt, or its messaging broke).
     responsive: bool = True
+    #: Sentences for the result's notes (output dropped past the notebook's budget).
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
@@ -155,6 +165,7 @@ async def _run(
         km=km,
         max_lines=limits.max_output_lines,
         max_bytes=limits.max_output_bytes,
+        max_notebook_bytes=limits.max_notebook_output_bytes,
         timeout=int(max(1, limits.timeout_cell)),
         allow_errors=True,
         interrupt_on_timeout=True,
@@ -196,6 +207,8 @@ async def _run(
         else:
             _died(outcome, km, limits)
     outcome.duration_s = time.monotonic() - start
+    if client.budget_note():
+        outcome.notes.append(client.budget_note())
     return outcome
 
 
@@ -213,7 +226,10 @@ def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
         else ""
     )
     reason = getattr(km, "termination_reason", lambda: None)()
-    if reason == "memory":
+    if reason in STOP_REASONS:
+        outcome.status, message = STOP_REASONS[reason]
+        outcome.message = message.format(where=where, limits=limits)
+    elif reason == "memory":
         outcome.status = "memory"
         limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
         outcome.message = (
