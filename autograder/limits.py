@@ -34,8 +34,10 @@ TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_GRACE_S = 5
 #: Users a machine may have running sandboxes as at once (<user>-0 .. <user>-N).
 MAX_USER_SLOTS = 64
-#: How often the memory watchdog looks at the sandbox's processes.
+#: How often the watchdog looks at the sandbox's processes.
 WATCH_INTERVAL_S = 0.1
+#: The watchdog adds up CPU time every this many looks (a read of every process's stat).
+CPU_EVERY = 5
 
 
 #: The status and message of a kernel the watchdog (or the grader's memory guard) stopped, by
@@ -325,6 +327,7 @@ class Watchdog:
         self.reason: str | None = None
         self.peak = 0
         self.cpu_used = 0.0
+        self._looks = 0
         self._stop = threading.Event()
         if limit is not None or cpu_seconds is not None or disk is not None:
             threading.Thread(target=self._run, name=f"sandbox-watch-{outer}", daemon=True).start()
@@ -372,7 +375,8 @@ class Watchdog:
             self.peak = max(self.peak, used)
             if used > self.limit:
                 return "memory"
-        if self.cpu_seconds is not None:
+        self._looks += 1
+        if self.cpu_seconds is not None and self._looks % CPU_EVERY == 0:
             self.cpu_used = max(self.cpu_used, sandbox_cpu_seconds(procs))
             if self.cpu_used > self.cpu_seconds:
                 return "cpu"

@@ -61,7 +61,7 @@ OUTPUT_OVERHEAD = 1000
 MAX_EVIDENCE_ERRORS = 100
 #: The grader's own process may grow this much more than the notebook budget (ZMQ queues,
 #: Python's objects) before the guard stops the kernel.
-GUARD_SLACK_BYTES = 256 * 2**20
+GUARD_SLACK_BYTES = 128 * 2**20
 GUARD_INTERVAL_S = 0.05
 _STUB = 200
 

@@ -157,6 +157,8 @@ class SandboxRun:
     stderr: bytes
     timed_out: bool = False
     memory_exceeded: bool = False
+    #: The limit the watchdog stopped it for (``memory``, ``cpu``, ``disk``, ``files``).
+    stopped_for: str | None = None
 
 
 # --- the command --------------------------------------------------------------------------
@@ -331,6 +333,7 @@ def _run(
             stderr=err.read(max_output),
             timed_out=timed_out,
             memory_exceeded=watch.exceeded,
+            stopped_for=watch.reason,
         )
 
 
