@@ -226,7 +226,7 @@ def _invalid_csv_message(check: CsvCheck, report: Any) -> str:
 #: Calls that write a CSV: a cell naming one of them (or the file) is taken for the writer.
 _WRITERS = ("to_csv", "savetxt", "csv.writer", "write_submission")
 #: Statuses that mean the notebook stopped before its end (the kernel died, ran out of time).
-_STOPPED = {"kernel-died", "memory", "timeout"}
+_STOPPED = {"kernel-died", "memory", "disk", "timeout"}
 
 
 def _not_written(check: CsvCheck, outcome: ExecutionOutcome | None) -> str:

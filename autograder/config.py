@@ -26,6 +26,11 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def _opt(default: Any, text: str) -> Any:
+    """A field with a default and the help the README's reference repeats."""
+    return dataclasses.field(default=default, metadata=_help(text))
+
+
 def check_name(kind: str, name: str) -> str:
     """Return ``name`` if it is a safe folder name (no slashes, no leading dot), else raise."""
     if not _NAME.match(name) or name in {".", ".."}:
@@ -104,24 +109,18 @@ class Course:
 class ExecuteConfig:
     """How the notebooks of an assignment are run."""
 
-    timeout_cell: float = dataclasses.field(
-        default=600.0, metadata=_help("seconds one cell may run before it is interrupted")
+    timeout_cell: float = _opt(600.0, "seconds one cell may run before it is interrupted")
+    timeout_total: float = _opt(1800.0, "seconds the whole notebook may run")
+    memory_limit: str = _opt("4G", "memory the kernel may use, e.g. 2G or 512M")
+    max_processes: int = _opt(256, "processes and threads the submission may have at once")
+    max_output_lines: int = _opt(1000, "lines of output kept per cell (nbgrader's LimitOutput)")
+    max_output_bytes: int = _opt(1_000_000, "bytes of output kept per cell")
+    max_notebook_output_bytes: int = dataclasses.field(
+        default=20_000_000, metadata=_help("bytes of output kept per notebook, all kinds together")
     )
-    timeout_total: float = dataclasses.field(
-        default=1800.0, metadata=_help("seconds the whole notebook may run")
-    )
-    memory_limit: str = dataclasses.field(
-        default="4G", metadata=_help("memory the kernel may use, e.g. 2G or 512M")
-    )
-    max_processes: int = dataclasses.field(
-        default=256, metadata=_help("processes and threads the submission may have at once")
-    )
-    max_output_lines: int = dataclasses.field(
-        default=1000, metadata=_help("lines of output kept per cell (nbgrader's LimitOutput)")
-    )
-    max_output_bytes: int = dataclasses.field(
-        default=1_000_000, metadata=_help("bytes of output kept per cell")
-    )
+    disk_limit: str = _opt("1G", "what the work folder may hold (the notebook, its files)")
+    max_files: int = _opt(100_000, "files and folders the work folder may hold")
+    cpu_limit: float = _opt(0.0, "CPU seconds of all its processes; 0: 4 x timeout_total")
     parameters: dict[str, Any] = dataclasses.field(
         default_factory=dict,
         metadata=_help("values injected after the notebook's 'parameters' cell when grading"),
@@ -143,18 +142,10 @@ class AccuracyCheck:
     id: str = dataclasses.field(metadata=_help("item id in the gradebook"))
     points: float = dataclasses.field(metadata=_help("points for reaching the threshold"))
     threshold: float = dataclasses.field(metadata=_help("accuracy needed for the points, 0..1"))
-    dataset: str = dataclasses.field(
-        default="", metadata=_help("held-out set to use (default: the assignment's data set)")
-    )
-    notebook: str = dataclasses.field(
-        default="", metadata=_help("notebook that trains the model (default: the only one)")
-    )
-    variable: str = dataclasses.field(
-        default="model", metadata=_help("name of the trained keras.Model in the notebook")
-    )
-    scale: float = dataclasses.field(
-        default=255.0, metadata=_help("pixel values are divided by this before predicting")
-    )
+    dataset: str = _opt("", "held-out set to use (default: the assignment's data set)")
+    notebook: str = _opt("", "notebook that trains the model (default: the only one)")
+    variable: str = _opt("model", "name of the trained keras.Model in the notebook")
+    scale: float = _opt(255.0, "pixel values are divided by this before predicting")
     kind: str = "accuracy"
 
 
@@ -164,12 +155,8 @@ class CsvCheck:
 
     id: str = dataclasses.field(metadata=_help("item id in the gradebook"))
     points: float = dataclasses.field(metadata=_help("points for a valid (and good) file"))
-    file: str = dataclasses.field(
-        default="submission.csv", metadata=_help("path the notebook writes, in its folder")
-    )
-    competition: str = dataclasses.field(
-        default="", metadata=_help("format the file must follow (default: its data set's)")
-    )
+    file: str = _opt("submission.csv", "path the notebook writes, in its folder")
+    competition: str = _opt("", "format the file must follow (default: its data set's)")
     dataset: str = dataclasses.field(
         default="",
         metadata=_help(
@@ -179,9 +166,7 @@ class CsvCheck:
     min_score: float | None = dataclasses.field(
         default=None, metadata=_help("accuracy needed for the points; none: valid is enough")
     )
-    notebook: str = dataclasses.field(
-        default="", metadata=_help("notebook that writes the file (default: the only one)")
-    )
+    notebook: str = _opt("", "notebook that writes the file (default: the only one)")
     kind: str = "csv"
 
 
@@ -193,21 +178,11 @@ class ServiceConfig:
         default="",
         metadata=_help("after it submissions are accepted and marked late (ISO 8601 with zone)"),
     )
-    hard_deadline: str = dataclasses.field(
-        default="", metadata=_help("after it submissions are refused (ISO 8601 with zone)")
-    )
-    max_upload: str = dataclasses.field(
-        default="20M", metadata=_help("largest upload (the whole request), e.g. 20M")
-    )
-    min_interval_s: float = dataclasses.field(
-        default=0.0, metadata=_help("seconds a participant waits between two submissions")
-    )
-    max_per_window: int = dataclasses.field(
-        default=0, metadata=_help("submissions a participant may make per window (0: no limit)")
-    )
-    window_s: float = dataclasses.field(
-        default=86400.0, metadata=_help("the rolling window of max_per_window, in seconds")
-    )
+    hard_deadline: str = _opt("", "after it submissions are refused (ISO 8601 with zone)")
+    max_upload: str = _opt("20M", "largest upload (the whole request), e.g. 20M")
+    min_interval_s: float = _opt(0.0, "seconds a participant waits between two submissions")
+    max_per_window: int = _opt(0, "submissions a participant may make per window (0: no limit)")
+    window_s: float = _opt(86400.0, "the rolling window of max_per_window, in seconds")
     url: str = dataclasses.field(
         default="",
         metadata=_help(
@@ -270,9 +245,7 @@ class AssignmentConfig:
     notebooks: tuple[str, ...] = dataclasses.field(
         default=(), metadata=_help("notebook names without .ipynb; default: every notebook")
     )
-    dataset: str = dataclasses.field(
-        default="", metadata=_help("released data the kernel reads at ./data ('' for none)")
-    )
+    dataset: str = _opt("", "released data the kernel reads at ./data ('' for none)")
     execute: ExecuteConfig = dataclasses.field(default_factory=ExecuteConfig)
     checks: tuple[Check, ...] = ()
     service: ServiceConfig = dataclasses.field(default_factory=ServiceConfig)
@@ -364,6 +337,13 @@ def parse_assignment(name: str, data: dict[str, Any], *, where: str) -> Assignme
     _check_types(execute, f"{where} [execute]")
     if not isinstance(execute.parameters, dict):
         raise ConfigError(f"{where} [execute]: parameters must be a table")
+    try:
+        if parse_size(execute.disk_limit) < 2**20:
+            raise ConfigError(f"disk_limit {execute.disk_limit!r} is under 1M; give e.g. 1G")
+        if execute.cpu_limit < 0:
+            raise ConfigError("cpu_limit must not be negative (0: four times timeout_total)")
+    except ConfigError as exc:
+        raise ConfigError(f"{where} [execute]: {exc}") from None
     imports = execute.prestart_imports
     if not isinstance(imports, list) or not all(
         isinstance(m, str) and _MODULE.match(m) for m in imports

@@ -4,8 +4,9 @@ nbclient runs the cells; this module adds what grading untrusted code needs on t
 
 - a per-cell timeout that interrupts the cell (nbgrader's behaviour) and a total deadline that
   stops the notebook; a kernel that ignores the interrupt is killed;
-- output capped per cell (lines and bytes) as it arrives, so a flood never fills the grader's
-  memory; errors and the first stderr line are always kept, because they decide grades;
+- output capped per cell (lines and bytes) and per notebook as it arrives, so a flood never
+  fills the grader's memory; errors and the first stderr line are always kept, because they
+  decide grades (:mod:`autograder.outputcap`);
 - nbgrader's defence against the ``showtraceback`` cheat: an error reply with no error output
   gets one;
 - collection snippets (saving the trained model) run in the same kernel after the notebook,
@@ -33,6 +34,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
 from .kernelwatch import changes, fingerprint, probe_expressions
+from .limits import STOP_REASONS
 from .notebooks import nbgrader_meta
 from .outputcap import CellEvidence, GradingClient
 
@@ -82,7 +84,13 @@ class ExecutionLimits:
     timeout_total: float = 1800.0
     max_output_lines: int = 1000
     max_output_bytes: int = 1_000_000
+    #: Output the grader keeps for the whole notebook (outputcap.GradingClient).
+    max_notebook_output_bytes: int = 20_000_000
     memory_limit_text: str = ""
+    #: The sandbox's limits, for its policy and the messages (None: not limited).
+    disk_limit_text: str = ""
+    max_files: int | None = None
+    cpu_seconds: float | None = None
 
 
 @dataclasses.dataclass
@@ -107,6 +115,8 @@ class ExecutionOutcome:
     evidence: dict[int, CellEvidence] = dataclasses.field(default_factory=dict)
     #: Test cells that ran after the notebook changed how IPython runs code: what changed.
     tampered: dict[int, list[str]] = dataclasses.field(default_factory=dict)
+    #: Sentences for the result's notes (output dropped past the notebook's budget).
+    notes: list[str] = dataclasses.field(default_factory=list)
 
 
 def _record_missing_error(cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
@@ -172,6 +182,7 @@ async def _run(
         km=km,
         max_lines=limits.max_output_lines,
         max_bytes=limits.max_output_bytes,
+        max_notebook_bytes=limits.max_notebook_output_bytes,
         timeout=int(max(1, limits.timeout_cell)),
         allow_errors=True,
         interrupt_on_timeout=True,
@@ -220,6 +231,8 @@ async def _run(
         else:
             _died(outcome, km, limits)
     outcome.duration_s = time.monotonic() - start
+    if client.budget_note():
+        outcome.notes.append(client.budget_note())
     return outcome
 
 
@@ -237,7 +250,10 @@ def _died(outcome: ExecutionOutcome, km: Any, limits: ExecutionLimits) -> None:
         else ""
     )
     reason = getattr(km, "termination_reason", lambda: None)()
-    if reason == "memory":
+    if reason in STOP_REASONS:
+        outcome.status, message = STOP_REASONS[reason]
+        outcome.message = message.format(where=where, limits=limits)
+    elif reason == "memory":
         outcome.status = "memory"
         limit = f" ({limits.memory_limit_text})" if limits.memory_limit_text else ""
         outcome.message = (

@@ -56,15 +56,20 @@ class GradeSettings:
             parse_size(self.memory_limit)  # says how to write a size it does not understand
 
     def limits(self, config: AssignmentConfig) -> ExecutionLimits:
-        """The time, output and memory limits of one notebook run of ``config``."""
+        """The time, output, memory, disk and CPU limits of one notebook run of ``config``."""
         ex = config.execute
         memory = self.memory_limit or ex.memory_limit
+        total = self.timeout_total or ex.timeout_total
         return ExecutionLimits(
             timeout_cell=self.timeout_cell or ex.timeout_cell,
-            timeout_total=self.timeout_total or ex.timeout_total,
+            timeout_total=total,
             max_output_lines=ex.max_output_lines,
             max_output_bytes=ex.max_output_bytes,
+            max_notebook_output_bytes=ex.max_notebook_output_bytes,
             memory_limit_text=memory,
+            disk_limit_text=ex.disk_limit,
+            max_files=ex.max_files,
+            cpu_seconds=ex.cpu_limit or 4 * total,
         )
 
     def parameters_for(self, config: AssignmentConfig) -> dict[str, Any]:

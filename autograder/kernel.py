@@ -26,8 +26,8 @@ from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 
-from .limits import TOOL_PATH, MemoryWatch, UserSlot, command_pid, identity, kill_sandbox
-from .sandbox import SandboxPolicy, hand_over, sandboxed_command
+from .limits import TOOL_PATH, UserSlot, Watchdog, command_pid, identity, kill_sandbox
+from .sandbox import SandboxPolicy, hand_over, sandboxed_command, watchdog
 
 #: How every grading kernel starts, sandboxed or not. ``capture_fd_output=False``: what
 #: native code writes to file descriptors 1 and 2 (TensorFlow's absl and oneDNN start-up
@@ -64,7 +64,7 @@ class _SandboxProvisioner(LocalProvisioner):
     SIGKILL kills the sandbox's init, which takes every process of the namespace with it.
     """
 
-    watch: MemoryWatch | None = None
+    watch: Watchdog | None = None
     exit_status: int | None = None
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
@@ -77,7 +77,7 @@ class _SandboxProvisioner(LocalProvisioner):
             info = await super().launch_kernel(argv, **kwargs)
         assert self.process is not None
         self.exit_status = None
-        self.watch = MemoryWatch(self.process.pid, km.policy.memory_bytes)
+        self.watch = watchdog(self.process.pid, km.policy)
         return info
 
     async def poll(self) -> int | None:
@@ -126,6 +126,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._caller_env: dict[str, str] = {}
         self._spec = grading_kernel_spec("Python 3 (sandboxed)")
         self._log_tail = b""
+        self._stopped_for: str | None = None
 
     @property
     def kernel_spec(self) -> KernelSpec:
@@ -140,11 +141,15 @@ class SandboxedKernelManager(AsyncKernelManager):
         )
 
     def termination_reason(self) -> str | None:
-        """Why the sandbox stopped the kernel: ``memory``, ``cpu`` or None (not stopped)."""
+        """Why the sandbox stopped the kernel: ``memory``, ``cpu``, ``disk``, ``files`` (its
+        limits, see :class:`~autograder.limits.Watchdog`), ``output`` (:meth:`stop_for`) or None
+        (not stopped)."""
         prov = self.provisioner
         if isinstance(prov, _SandboxProvisioner):
-            if prov.watch is not None and prov.watch.exceeded:
-                return "memory"
+            if prov.watch is not None and prov.watch.reason is not None:
+                return prov.watch.reason
+            if self._stopped_for is not None:
+                return self._stopped_for
             # bwrap exits with 128 + signal when the kernel is killed by one.
             if prov.exit_status == 128 + signal.SIGXCPU:
                 return "cpu"
@@ -213,6 +218,14 @@ class SandboxedKernelManager(AsyncKernelManager):
     # override of the private one is only seen through these.
     pre_start_kernel = _async_pre_start_kernel
     cleanup_resources = _async_cleanup_resources
+
+    def stop_for(self, reason: str) -> None:
+        """Kill the sandbox now, from any thread, and remember why (``termination_reason``)."""
+        prov = self.provisioner
+        if isinstance(prov, _SandboxProvisioner) and prov.process is not None:
+            if prov.process.poll() is None:  # not already gone for another reason
+                self._stopped_for = self._stopped_for or reason
+            kill_sandbox(prov.process.pid)
 
     async def kill_all(self) -> None:
         """Kill the sandbox and everything in it, whatever state the manager is in."""

@@ -2,7 +2,8 @@
 
 Who a sandbox runs as (:func:`identity`, :class:`UserSlot`), the rlimits it starts with, how
 to find its processes from the bwrap process that started it, how to kill them all, and the
-memory watchdog that adds up what they hold. :mod:`autograder.sandbox` builds the sandbox.
+watchdog that adds up what they hold and use (memory, CPU, disk). :mod:`autograder.sandbox`
+builds the sandbox.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from .errors import SandboxUnavailableError
 
@@ -31,8 +34,42 @@ TOOL_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CPU_GRACE_S = 5
 #: Users a machine may have running sandboxes as at once (<user>-0 .. <user>-N).
 MAX_USER_SLOTS = 64
-#: How often the memory watchdog looks at the sandbox's processes.
+#: How often the watchdog looks at the sandbox's processes.
 WATCH_INTERVAL_S = 0.1
+#: The watchdog adds up CPU time every this many looks (a read of every process's stat).
+CPU_EVERY = 5
+
+
+#: The status and message of a kernel the watchdog (or the grader's memory guard) stopped, by
+#: reason; ``limits`` is the run's ExecutionLimits and ``where`` " in cell [n]" or "".
+#: ``memory`` is execute's own: its message names the limit only when there is one.
+STOP_REASONS = {
+    "disk": (
+        "disk",
+        "the notebook wrote more into its folder than allowed ({limits.disk_limit_text}) and "
+        "was stopped{where}; save fewer or smaller files (one model, no checkpoints)",
+    ),
+    "files": (
+        "disk",
+        "the notebook made more files in its folder than allowed ({limits.max_files:,}) and "
+        "was stopped{where}; write fewer, larger files",
+    ),
+    "cpu": (
+        "timeout",
+        "the notebook used more than its {limits.cpu_seconds:,.0f} CPU seconds (all its "
+        "processes and threads together) and was stopped{where}; the cells after it were not run",
+    ),
+    "message": (
+        "memory",
+        "the notebook sent the grader one output larger than it accepts (32 MiB) and was "
+        "stopped{where}; display smaller outputs",
+    ),
+    "output": (
+        "memory",
+        "the notebook sent the grader more output than it accepts and was stopped{where}; "
+        "print and display less",
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,6 +220,18 @@ def command_pid(outer: int) -> int | None:
     return None
 
 
+def _sandbox_init(outer: int) -> int | None:
+    """The sandbox's init once ``outer`` is bwrap (before, the commands that lead to it, such
+    as root's staging mounts, have children of their own)."""
+    try:
+        if Path(f"/proc/{outer}/comm").read_text().strip() != "bwrap":
+            return None
+    except OSError:
+        return None
+    kids = children(outer)
+    return kids[0] if kids else None
+
+
 def kill_sandbox(outer: int) -> None:
     """SIGKILL the sandbox's init: the kernel then kills every process of its namespace.
 
@@ -219,46 +268,118 @@ def sandbox_memory(init: int, *, proportional: bool = False) -> int:
     return total
 
 
-class MemoryWatch:
-    """Kills the sandbox when its processes together hold more than ``limit`` bytes.
+#: Clock ticks per second, the unit of CPU times in /proc/<pid>/stat.
+_TICKS = os.sysconf("SC_CLK_TCK")
 
-    RLIMIT_DATA stops one process's heap; it does not see shared memory (``mmap(-1, n)``)
-    nor several processes each under the limit. tmpfs files are bounded by their size.
+
+def sandbox_cpu_seconds(procs: list[str]) -> float:
+    """CPU seconds used by the processes at ``procs`` (/proc folders) and the children they
+    waited for: everything a sandbox ran, since its init waits for every orphan."""
+    ticks = 0
+    for proc in procs:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(proc, "stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / _TICKS
+
+
+def tmpfs_bytes(init: int) -> int:
+    """Bytes in the sandbox's private /tmp and /dev/shm (memory, not disk)."""
+    total = 0
+    for mount in ("tmp", "dev/shm"):
+        with contextlib.suppress(OSError):
+            st = os.statvfs(f"/proc/{init}/root/{mount}")
+            total += (st.f_blocks - st.f_bfree) * st.f_frsize
+    return total
+
+
+class DiskCheck(Protocol):
+    """What the watchdog asks of a work folder (:class:`autograder.quota.DiskQuota`)."""
+
+    def exceeded(self, procs: Sequence[str] = ()) -> str | None: ...
+
+
+class Watchdog:
+    """Stops the sandbox the moment it passes one of its limits; ``reason`` says which.
+
+    - ``memory``: its processes together hold more than ``memory`` bytes of anonymous and
+      shared memory, counting the files in its private /tmp and /dev/shm (tmpfs: memory).
+      RLIMIT_DATA stops one process's heap; it does not see shared memory
+      (``mmap(-1, n)``) nor several processes each under the limit.
+    - ``cpu``: its processes, their threads and the children they waited for used more than
+      ``cpu_seconds`` CPU seconds together (RLIMIT_CPU counts one process at a time).
+    - ``disk`` or ``files``: its work folder passed its quota (``disk``, see
+      :mod:`autograder.quota`).
     """
 
-    def __init__(self, outer: int, limit: int | None) -> None:
+    def __init__(
+        self,
+        outer: int,
+        limit: int | None = None,
+        *,
+        cpu_seconds: float | None = None,
+        disk: DiskCheck | None = None,
+    ) -> None:
         self.outer = outer
         self.limit = limit
-        self.exceeded = False
+        self.cpu_seconds = cpu_seconds
+        self.disk = disk
+        self.reason: str | None = None
         self.peak = 0
+        self.cpu_used = 0.0
+        self._looks = 0
         self._stop = threading.Event()
-        if limit is not None:
-            threading.Thread(target=self._run, name=f"sandbox-memory-{outer}", daemon=True).start()
+        if limit is not None or cpu_seconds is not None or disk is not None:
+            threading.Thread(target=self._run, name=f"sandbox-watch-{outer}", daemon=True).start()
+
+    @property
+    def exceeded(self) -> bool:
+        """True when it was stopped for memory."""
+        return self.reason == "memory"
 
     def stop(self) -> None:
         self._stop.set()
 
     def _run(self) -> None:
-        assert self.limit is not None
         init: int | None = None
         while not self._stop.wait(WATCH_INTERVAL_S):
             if init is None:
-                kids = children(self.outer)
-                if not kids:
+                init = _sandbox_init(self.outer)
+                if init is None:
                     if not Path(f"/proc/{self.outer}").exists():
                         return
                     continue
-                init = kids[0]
             try:
-                used = sandbox_memory(init)
-                if used > self.limit:
-                    # Confirm before killing: forked workers share their parent's pages.
-                    used = sandbox_memory(init, proportional=True) or used
-            except OSError:
-                return  # the sandbox is gone
-            self.peak = max(self.peak, used)
-            if used > self.limit:
-                self.exceeded = True
-                log.info("sandbox %d holds %d bytes (limit %d): killed", init, used, self.limit)
+                reason = self._look(init)
+            except Exception as exc:
+                if not Path(f"/proc/{init}").exists():
+                    return  # the sandbox is gone
+                # Starting up (its /proc not mounted yet) or a process just gone: look again.
+                if not isinstance(exc, OSError):
+                    log.exception("sandbox %d: watchdog look failed; looking again", init)
+                continue
+            if reason is not None:
+                self.reason = reason
+                log.info("sandbox %d passed its %s limit: killed", init, reason)
                 kill_sandbox(self.outer)
                 return
+
+    def _look(self, init: int) -> str | None:
+        proc = f"/proc/{init}/root/proc"
+        procs = [f"{proc}/{name}" for name in os.listdir(proc) if name.isdigit()]
+        if self.limit is not None:
+            used = sandbox_memory(init) + tmpfs_bytes(init)
+            if used > self.limit:
+                # Confirm before killing: forked workers share their parent's pages.
+                used = (sandbox_memory(init, proportional=True) or used) + tmpfs_bytes(init)
+            self.peak = max(self.peak, used)
+            if used > self.limit:
+                return "memory"
+        self._looks += 1
+        if self.cpu_seconds is not None and self._looks % CPU_EVERY == 0:
+            self.cpu_used = max(self.cpu_used, sandbox_cpu_seconds(procs))
+            if self.cpu_used > self.cpu_seconds:
+                return "cpu"
+        if self.disk is not None:
+            return self.disk.exceeded(procs)
+        return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import shutil
 import tempfile
 import time
@@ -49,14 +50,17 @@ from .job import (
     zero_items,
 )
 from .notebooks import read_notebook, write_notebook
-from .policy import kernel_factory, kernel_key, spare_kernel
+from .policy import kernel_factory, kernel_key, new_workdir, spare_kernel
+from .quota import remove_workdir
 from .redact import hidden_from, redact_checks, redact_tests
 from .results import ItemResult, SubmissionResult
 from .sanitize import SanitizeContext, released_cells, sanitize
 from .scoring import missing_items, score_notebook
 
 #: Worse statuses win when a submission's notebooks end differently.
-STATUS_ORDER = ("sandbox-error", "invalid-notebook", "kernel-died", "memory", "timeout", "graded")
+STATUS_ORDER = (
+    "sandbox-error", "invalid-notebook", "kernel-died", "disk", "memory", "timeout", "graded"
+)  # fmt: skip
 
 
 @dataclasses.dataclass
@@ -126,6 +130,13 @@ def prepare(work: Work) -> None:
             hand_over_workdir(work.spare.km)
     except InvalidNotebookError as exc:
         work.unusable = exc.message
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        work.unusable = (
+            f"the submission does not fit in the {job.config.execute.disk_limit} its work "
+            "folder may hold; hand in only the notebook and the files it needs"
+        )
 
 
 def _released_cells(path: Path) -> dict[str, tuple[str, Any]]:
@@ -218,6 +229,7 @@ def collect(work: Work) -> None:
     for run, start in zip(work.runs, starts, strict=True):
         work.notes.extend(run.notes)
         if run.outcome is not None and run.ctx is not None:
+            work.notes.extend(run.outcome.notes)
             items = score_notebook(run.outcome.nb, job.source[run.name], run.ctx, run.outcome)
             # Once hidden tests reached a kernel, its failures are told in the grader's words.
             run.items = redact_tests(items, run.outcome.nb, start)
@@ -294,10 +306,7 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
         return missing_result(job)
     # A spare kernel this worker started during its last job, if it fits this one.
     spare = prestart.take(lambda folder: kernel_key(job, folder))
-    if spare is not None:
-        workdir = spare.workdir
-    else:
-        workdir = Path(tempfile.mkdtemp(prefix=f"autograder-{job.student}-"))
+    workdir = spare.workdir if spare else new_workdir(job, f"autograder-{job.student}-")
     work = Work(job=job, workdir=workdir, started=started, spare=spare)
     try:
         for stage in STAGES:
@@ -315,7 +324,7 @@ def grade_submission(job: GradeJob) -> SubmissionResult:
         work.evaluators.close()  # those no check took
         if spare is not None:
             prestart.discard(spare)  # a no-op once the notebook used it; not if it never ran
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
         if work.out_dir is not None:  # not published: the old autograded/ stays as it was
             shutil.rmtree(work.out_dir, ignore_errors=True)
 
@@ -406,7 +415,9 @@ def _start_ahead(work: Work, notebook: str) -> Callable[[], Any] | None:
             checks.start_evaluators(job, notebook, work.evaluators)
         if job.prestart:
             await prestart.start_spare(
-                lambda workdir: spare_kernel(job, workdir), job.config.execute.prestart_imports
+                lambda workdir: spare_kernel(job, workdir),
+                job.config.execute.prestart_imports,
+                new_folder=lambda: new_workdir(job, "autograder-next-"),
             )
 
     return start

@@ -17,22 +17,37 @@ from .config import parse_size
 from .execute import KernelFactory, kernel_env, plain_kernel_factory
 from .job import GradeJob
 from .kernel import kernel_factory as sandboxed_kernel_factory
+from .quota import make_workdir
 from .sandbox import DEFAULT_FILE_SIZE_BYTES, SandboxPolicy, sandboxed_command
 
 
 def job_policy(*, job: GradeJob, workdir: Path) -> SandboxPolicy:
-    """The sandbox of one grading job: its memory and process limits, its GPUs, its released
-    data read-only at ./data."""
-    memory = job.settings.limits(job.config).memory_limit_text
+    """The sandbox of one grading job: its memory, CPU, disk and process limits, its GPUs, its
+    released data read-only at ./data."""
+    limits = job.settings.limits(job.config)
+    memory = limits.memory_limit_text
+    disk = parse_size(limits.disk_limit_text) if limits.disk_limit_text else None
     binds = ((Path(job.data_dir), Path(workdir) / "data"),) if job.data_dir else ()
     return SandboxPolicy(
         workdir=Path(workdir),
         readonly_binds=binds,
         memory_bytes=parse_size(memory) if memory else None,
         max_processes=job.config.execute.max_processes,
-        file_size_bytes=DEFAULT_FILE_SIZE_BYTES,
+        cpu_seconds=int(limits.cpu_seconds) if limits.cpu_seconds else None,
+        file_size_bytes=min(DEFAULT_FILE_SIZE_BYTES, disk or DEFAULT_FILE_SIZE_BYTES),
+        disk_bytes=disk,
+        disk_files=limits.max_files or 100_000,
         gpus=tuple(job.gpus),
     )
+
+
+def new_workdir(job: GradeJob, prefix: str) -> Path:
+    """A fresh work folder for a kernel of ``job``: with the disk quota of its assignment when
+    it runs in the sandbox (see :mod:`autograder.quota`)."""
+    limits = job.settings.limits(job.config)
+    if not job.settings.sandbox or not limits.disk_limit_text:
+        return make_workdir(prefix, limit=None)
+    return make_workdir(prefix, limit=parse_size(limits.disk_limit_text), files=limits.max_files)
 
 
 def kernel_factory(job: GradeJob, workdir: Path) -> KernelFactory:
@@ -68,7 +83,10 @@ def evaluator_policy(job: GradeJob, scratch: Path) -> SandboxPolicy | None:
         return None
     package = Path(__file__).resolve().parent
     return dataclasses.replace(
-        job_policy(job=job, workdir=scratch), readonly_binds=((package, package),)
+        job_policy(job=job, workdir=scratch),
+        readonly_binds=((package, package),),
+        # Only the grader's own evaluator writes there (predictions): no quota to watch.
+        disk_bytes=None,
     )
 
 

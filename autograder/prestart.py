@@ -55,6 +55,7 @@ from typing import Any, TypeVar
 
 from .evaluate import Evaluator
 from .execute import shutdown_kernel
+from .quota import remove_workdir
 
 T = TypeVar("T")
 
@@ -100,16 +101,21 @@ def pending() -> Spare | None:
 
 
 async def start_spare(
-    make: Callable[[Path], tuple[Any, Mapping[str, str], Any]], imports: Sequence[str] = ()
+    make: Callable[[Path], tuple[Any, Mapping[str, str], Any]],
+    imports: Sequence[str] = (),
+    *,
+    new_folder: Callable[[], Path] | None = None,
 ) -> None:
     """Start a spare kernel (unless one waits already) in a new folder.
 
-    ``make(workdir)`` returns ``(kernel manager, environment, key)`` for that folder. A kernel
-    that fails to start is dropped quietly: the next job starts its own and reports why.
+    ``make(workdir)`` returns ``(kernel manager, environment, key)`` for that folder;
+    ``new_folder()`` makes the folder (a work folder with the next job's disk quota; by
+    default a plain temporary folder). A kernel that fails to start is dropped quietly: the
+    next job starts its own and reports why.
     """
     if _state.spare is not None:
         return
-    workdir = Path(tempfile.mkdtemp(prefix="autograder-next-"))
+    workdir = new_folder() if new_folder else Path(tempfile.mkdtemp(prefix="autograder-next-"))
     km = None
     try:
         (workdir / ".home").mkdir()
@@ -119,7 +125,7 @@ async def start_spare(
     except Exception:
         if km is not None:
             await shutdown_kernel(km)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_workdir(workdir)
         return
     _state.spare = Spare(key=key, workdir=workdir, km=km)
 
@@ -145,7 +151,7 @@ def discard(spare: Spare) -> None:
     """Shut a spare kernel down and remove its folder."""
     with contextlib.suppress(Exception):
         run(shutdown_kernel(spare.km))
-    shutil.rmtree(spare.workdir, ignore_errors=True)
+    remove_workdir(spare.workdir)
 
 
 def close() -> None:

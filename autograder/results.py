@@ -17,6 +17,7 @@ STATUSES: dict[str, str] = {
     "timeout": "a cell or the whole notebook ran past its time limit",
     "kernel-died": "the Python kernel stopped (crash, os._exit, segfault, killed)",
     "memory": "the notebook used more memory than the limit",
+    "disk": "the notebook wrote more into its work folder than the disk limit",
     "invalid-notebook": "the submitted file is not a notebook of this assignment",
     "missing": "no submission was found for this student",
     "sandbox-error": "the sandbox could not be started (a grader problem, not the student's)",

@@ -53,12 +53,13 @@ from .limits import (
     RUN_DIR,
     TOOL_PATH,
     Identity,
-    MemoryWatch,
     UserSlot,
+    Watchdog,
     identity,
     kill_sandbox,
     rlimit_options,
 )
+from .quota import DiskQuota, own_filesystem, seccomp_filter
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,15 @@ class SandboxPolicy:
     memory_bytes: int | None = None
     #: Processes and threads of the sandbox user at once (RLIMIT_NPROC).
     max_processes: int = 256
-    #: CPU seconds each process may use (None: no limit).
+    #: CPU seconds the sandbox's processes may use together, each process at most that
+    #: (RLIMIT_CPU) and all of them together (the watchdog); None: no limit.
     cpu_seconds: int | None = None
     #: Largest file a process may write (None: no limit).
     file_size_bytes: int | None = None
+    #: The work folder's quota (bytes, files and folders); see :mod:`autograder.quota`.
+    #: A folder that is not a file system of its own is watched, and fallocate denied.
+    disk_bytes: int | None = None
+    disk_files: int = 100_000
     #: GPUs (host indices) the process may use; none means CUDA_VISIBLE_DEVICES="".
     gpus: tuple[int, ...] = ()
     #: Extra environment variables.
@@ -151,6 +157,8 @@ class SandboxRun:
     stderr: bytes
     timed_out: bool = False
     memory_exceeded: bool = False
+    #: The limit the watchdog stopped it for (``memory``, ``cpu``, ``disk``, ``files``).
+    stopped_for: str | None = None
 
 
 # --- the command --------------------------------------------------------------------------
@@ -243,6 +251,9 @@ def sandboxed_command(
         else:
             # /dev/null mounted nodev: opening the file fails with "Permission denied".
             args += ["--ro-bind", "/dev/null", str(hidden)]
+    seccomp = _seccomp(policy, workdir)
+    if seccomp is not None:
+        args += ["--seccomp", "3"]
     args += ["--remount-ro", "/", "--chdir", str(workdir), "--", *argv]
 
     limits = [_tool("prlimit")]
@@ -254,6 +265,9 @@ def sandboxed_command(
         memory_bytes=policy.memory_bytes,
     )
     limits.append("--")
+    if seccomp is not None:
+        # bwrap reads the filter from a descriptor: opened here, after Popen closed the rest.
+        limits = [_tool("sh"), "-c", 'exec 3<"$0" && exec "$@"', str(seccomp), *limits]
     if not who.drop:
         return [*limits, *args]
     setpriv = [
@@ -301,7 +315,7 @@ def _run(
             cmd, stdin=inp, stdout=out, stderr=err, env={"PATH": TOOL_PATH}, cwd="/",
             start_new_session=True,
         )  # fmt: skip
-        watch = MemoryWatch(proc.pid, policy.memory_bytes)
+        watch = watchdog(proc.pid, policy)
         timed_out = False
         try:
             proc.wait(timeout=timeout)
@@ -319,10 +333,29 @@ def _run(
             stderr=err.read(max_output),
             timed_out=timed_out,
             memory_exceeded=watch.exceeded,
+            stopped_for=watch.reason,
         )
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def watchdog(outer: int, policy: SandboxPolicy) -> Watchdog:
+    """The watchdog of the sandbox started as ``outer`` (its bwrap's pid) under ``policy``."""
+    disk = None
+    if policy.disk_bytes is not None:
+        disk = DiskQuota(policy.workdir, policy.disk_bytes, policy.disk_files)
+    return Watchdog(outer, policy.memory_bytes, cpu_seconds=policy.cpu_seconds, disk=disk)
+
+
+def _seccomp(policy: SandboxPolicy, workdir: Path) -> Path | None:
+    """The seccomp filter of a sandbox whose quota is watched (see :mod:`autograder.quota`)."""
+    if policy.disk_bytes is None or own_filesystem(workdir):
+        return None
+    if not _bwrap_supports("--seccomp"):
+        log.warning("bwrap cannot load a seccomp filter: fallocate can pass the disk quota")
+        return None
+    return seccomp_filter()
 
 
 def _check_workdir(workdir: Path) -> Path:

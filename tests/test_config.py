@@ -47,9 +47,22 @@ def test_a_full_config_parses_with_types_and_defaults():
     [
         (
             {"execute": {"timeout_cel": 5}},
-            "a.toml [execute]: unknown key(s) timeout_cel; valid keys are max_output_bytes, "
+            "a.toml [execute]: unknown key(s) timeout_cel; valid keys are cpu_limit, "
+            "disk_limit, max_files, max_notebook_output_bytes, max_output_bytes, "
             "max_output_lines, max_processes, memory_limit, parameters, prestart_imports, "
             "timeout_cell, timeout_total",
+        ),
+        (
+            {"execute": {"disk_limit": "lots"}},
+            "a.toml [execute]: size 'lots' is not understood; write e.g. 2G, 512M or 1000000",
+        ),
+        (
+            {"execute": {"disk_limit": "10K"}},
+            "a.toml [execute]: disk_limit '10K' is under 1M; give e.g. 1G",
+        ),
+        (
+            {"execute": {"cpu_limit": -1}},
+            "a.toml [execute]: cpu_limit must not be negative (0: four times timeout_total)",
         ),
         (
             {"checks": [{"id": "x", "kind": "speed", "points": 1}]},
