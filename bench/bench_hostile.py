@@ -8,7 +8,7 @@ The class is the one the hostile tests grade, built by the same code
 (``test_hostile.grade_hostile_class``): 34 submissions of the tiny test assignment, two
 honest and the rest attacks (infinite loops, memory and fork bombs, a detached daemon, an
 output flood, kernels that exit or crash, tampered cells, broken files), graded with the
-sandbox on by 2 local workers, 3 s per cell, 30 s per notebook and 512M of memory. Timed:
+sandbox on by 2 local workers, 5 s per cell, 40 s per notebook and 512M of memory. Timed:
 ``grade`` alone, as the test timed it. Target: under 3 minutes on 2 CPU cores (a timed
 assertion in the test before it moved here).
 """

@@ -33,7 +33,7 @@ from autograder.results import SubmissionResult
 pytestmark = pytest.mark.sandbox
 
 TOKEN = uuid.uuid4().hex[:12]
-SETTINGS = GradeSettings(sandbox=True, timeout_cell=3, timeout_total=30, memory_limit="512M")
+SETTINGS = GradeSettings(sandbox=True, timeout_cell=5, timeout_total=40, memory_limit="512M")
 SQUARES = "def squares(n):\n    return [i * i for i in range(1, n + 1)]\n"
 WRONG = "def squares(n):\n    return [0]\n"
 HONEST = ("alice", "zoe")
@@ -395,7 +395,7 @@ def test_an_infinite_loop_is_interrupted_and_the_rest_runs(batch: Batch) -> None
     looper = batch.results["looper"]
     assert (looper.status, looper.message) == (
         "timeout",
-        "cell [2] ran past its 3 s limit and was interrupted; the other cells were run",
+        "cell [2] ran past its 5 s limit and was interrupted; the other cells were run",
     )
     assert _scores(looper) == NONE
     # The cell holds hidden tests: the exception's message is not repeated (it could be any).
@@ -406,7 +406,7 @@ def test_an_infinite_loop_is_interrupted_and_the_rest_runs(batch: Batch) -> None
     sleeper = batch.results["sleeper"]
     assert (sleeper.status, sleeper.message, _scores(sleeper)) == (
         "timeout",
-        "cell [2] ran past its 3 s limit and was interrupted; the other cells were run",
+        "cell [2] ran past its 5 s limit and was interrupted; the other cells were run",
         FULL,
     )
 
@@ -414,7 +414,7 @@ def test_an_infinite_loop_is_interrupted_and_the_rest_runs(batch: Batch) -> None
 def test_a_loop_that_ignores_interrupts_is_stopped(batch: Batch) -> None:
     stubborn = batch.results["stubborn"]
     message = (
-        "cell [2] ran past its 3 s limit and did not stop when interrupted; the cells after it "
+        "cell [2] ran past its 5 s limit and did not stop when interrupted; the cells after it "
         "were not run"
     )
     assert (stubborn.status, stubborn.message, _scores(stubborn)) == ("timeout", message, NONE)
@@ -518,7 +518,7 @@ def test_a_patched_run_cell_earns_nothing(batch: Batch) -> None:
     result = batch.results["runcell"]
     assert (result.status, _scores(result)) == ("timeout", NONE)
     assert result.message == (
-        "cell [3] ran past its 3 s limit and did not stop when interrupted; the cells after it "
+        "cell [3] ran past its 5 s limit and did not stop when interrupted; the cells after it "
         "were not run"
     )
 
