@@ -241,14 +241,16 @@ def run_jobs(
     started: Started = _nothing,
     warm: WarmStart | None = None,
     prestart: bool = False,
+    prestart_evaluator: bool = True,
 ) -> None:
     """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives
     (and ``started`` with the student's name as each job begins); ``warm`` is what
-    :func:`warm_up` started for it (the caller closes it). ``prestart``: each job starts its
-    held-out evaluators while its notebook runs, and the local backend's workers their next
-    kernel (the other backends have no next kernel: their jobs run on changing threads)."""
+    :func:`warm_up` started for it (the caller closes it). ``prestart``: the local backend's
+    workers start their next kernel while a notebook runs (the other backends have no next
+    kernel: their jobs run on changing threads). ``prestart_evaluator``: each job starts its
+    held-out evaluators while its notebook runs (the service's jobs too)."""
     check_backend(backend, workers)
-    if prestart:
+    if prestart_evaluator:
         jobs = [dataclasses.replace(job, prestart_evaluator=True) for job in jobs]
     get_backend(backend)(
         jobs,

@@ -281,8 +281,8 @@ def main() -> None:
     parser.add_argument(
         "--both-prestart",
         action="store_true",
-        help="with --exercise: ours also with the prestart the other way round (1 worker "
-        "--no-prestart, 2 workers --prestart)",
+        help="with --exercise: ours also with --no-prestart (1 and 2 workers) and with "
+        "--prestart (2 workers: the next kernel too)",
     )
     args = parser.parse_args()
     args.students = args.students or (3 if args.exercise else 8)
@@ -294,7 +294,7 @@ def main() -> None:
         sys.path.insert(0, str(REPO / "bench"))
         import exercise_course
 
-        exercise_course.bench(args, timed, command_env)
+        exercise_course.bench(args, command_env)
         return
 
     alone, paired = machine_scaling(args.size, args.steps)

@@ -278,6 +278,50 @@ def test_prestart_by_default_only_where_a_core_or_a_gpu_waits(monkeypatch):
     assert prestart_pays(2, use_gpu=True)
 
 
+@pytest.mark.parametrize(
+    ("workers", "flag", "kernel", "evaluator"),
+    [
+        (1, None, True, True),  # a core waits: both
+        (2, None, False, True),  # a worker per core: the evaluator still (it pays, measured)
+        (2, True, True, True),
+        (1, False, False, False),
+    ],
+)
+def test_the_evaluator_starts_ahead_by_default_the_next_kernel_where_a_core_waits(
+    tmp_path, monkeypatch, workers, flag, kernel, evaluator
+):
+    import importlib
+
+    grade_module = importlib.import_module("autograder.grade")
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    seen: dict[str, object] = {}
+
+    def spy(jobs, **kwargs):
+        seen.update(kwargs, jobs=len(jobs))
+
+    monkeypatch.setattr(grade_module, "run_jobs", spy)
+    course = make_tiny_course(tmp_path / "course")
+    _submit(course, "alice")
+    grade_module.grade(course, "tiny", settings=UNSAFE, workers=workers, prestart=flag)
+    assert seen["jobs"] == 1
+    assert (seen["prestart"], seen["prestart_evaluator"]) == (kernel, evaluator)
+
+
+def test_the_service_s_jobs_start_their_evaluator_ahead(tmp_path, monkeypatch):
+    """The service grades one job at a time through run_jobs' defaults (dispatch): its
+    evaluator starts while the notebook runs; there is no next job to start a kernel for."""
+    from autograder import schedule
+    from autograder.grade import build_jobs
+
+    course = make_tiny_course(tmp_path / "course")
+    _submit(course, "alice")
+    jobs, *_ = build_jobs(course, "tiny", settings=UNSAFE)
+    ran: list[GradeJob] = []
+    monkeypatch.setitem(schedule.BACKENDS, "inline", lambda jobs, **kw: ran.extend(jobs))
+    schedule.run_jobs(jobs, record=lambda result: None, backend="inline")
+    assert [(job.prestart_evaluator, job.prestart) for job in ran] == [(True, False)]
+
+
 @pytest.mark.sandbox
 def test_a_killed_grader_leaves_no_worker_kernel_or_spare_behind(tmp_path):
     import subprocess
