@@ -172,8 +172,8 @@ def validate_cmd(
     "--prestart/--no-prestart",
     default=None,
     help="Start each submission's held-out evaluator, and each worker's next kernel (local "
-    "backend), while the current notebook runs (default: the evaluator always, the next "
-    "kernel when there are more CPU cores than workers, or GPUs).",
+    "backend), while the current notebook runs (default: on when there are more CPU cores "
+    "than workers, or GPUs).",
 )
 @with_run_options
 @_allow_stale

@@ -81,13 +81,16 @@ class Dispatcher:
         poll_s: float = 0.2,
         on_finish: Callable[[Submission], None] | None = None,
     ) -> None:
-        from .schedule import check_backend, gpu_slots
+        from .schedule import check_backend, gpu_slots, prestart_pays
 
         check_backend(backend, workers)
         self.course, self.queue, self.settings = course, queue, settings
         self.workers, self.backend, self.scheduler = workers, backend, scheduler
         slots = gpu_slots(gpus, per_gpu)
         self.slots = [slots[i % len(slots)] for i in range(workers)]
+        # Each job's held-out evaluator starts while its notebook runs where a core or a GPU
+        # waits (a job is alone in its run: there is no next kernel to start).
+        self.prestart_evaluator = prestart_pays(workers, use_gpu=slots != [()])
         self.poll_s = poll_s
         self.on_finish = on_finish
         self.stopping = threading.Event()
@@ -183,6 +186,7 @@ class Dispatcher:
                 scheduler=self.scheduler,
                 gpus=list(slot),
                 per_gpu=1,
+                prestart_evaluator=self.prestart_evaluator,
             )
         except Exception as exc:
             log.exception("grading %s failed", sub.id)

@@ -23,7 +23,15 @@ from .probe import require_sandbox
 from .release import fingerprint as assignment_fingerprint
 from .release import require_released, source_index
 from .results import SubmissionResult
-from .schedule import DEFAULT_PER_GPU, check_backend, default_workers, gpu_slots, run_jobs, warm_up
+from .schedule import (
+    DEFAULT_PER_GPU,
+    check_backend,
+    default_workers,
+    gpu_slots,
+    prestart_pays,
+    run_jobs,
+    warm_up,
+)
 
 
 def fingerprint_submission(
@@ -48,23 +56,6 @@ def fingerprint_submission(
     else:
         digest.update(b"<missing>")
     return digest.hexdigest()
-
-
-def prestart_pays(workers: int, use_gpu: bool) -> bool:
-    """Whether starting each worker's next kernel during a notebook hides time: when a CPU
-    core is left over (fewer workers than cores, as by default) or the notebooks mostly wait
-    on GPUs. With a worker per core, the spare's start competes with the notebooks for the
-    same cores, and each worker's last spare starts for nobody (docs/benchmarks.md: 0.06 s
-    lost per submission on 2 cores, 0.22 s won with one worker). The held-out evaluator's
-    start pays even then (:data:`PRESTART_EVALUATOR`)."""
-    return use_gpu or workers < (os.cpu_count() or 1)
-
-
-#: Whether each submission's held-out evaluator starts while its notebook runs, unless told
-#: otherwise. Unlike a spare kernel it never starts for nobody (one per job with an accuracy
-#: check), and a training notebook leaves a core idle often enough: on the real exercise
-#: with a worker per core (2 on 2 cores) it saved 3.5 s per submission (docs/benchmarks.md).
-PRESTART_EVALUATOR = True
 
 
 class Progress(Protocol):
@@ -204,8 +195,7 @@ def grade(
     (default: :func:`~autograder.schedule.default_workers`); ``per_gpu``: kernels sharing
     each GPU (default :data:`~autograder.schedule.DEFAULT_PER_GPU`). ``prestart``: each job
     starts its held-out evaluators, and the local pool's workers their next kernel, while a
-    notebook runs; None: the evaluators always (:data:`PRESTART_EVALUATOR`), the next kernel
-    when it has a core to run on (:func:`prestart_pays`). Refuses
+    notebook runs; None: when that has a core to run on (see :func:`prestart_pays`). Refuses
     (ReleaseError) when ``release/`` is not what ``source/`` releases, unless
     ``allow_stale``."""
     settings = settings or GradeSettings()
@@ -216,8 +206,8 @@ def grade(
     use_gpu = gpu_slots(gpus, per_gpu) != [()]
     if settings.sandbox:
         require_sandbox()
-    prestart_kernel = prestart_pays(workers, use_gpu) if prestart is None else prestart
-    prestart_evaluator = PRESTART_EVALUATOR if prestart is None else prestart
+    if prestart is None:
+        prestart = prestart_pays(workers, use_gpu)
     # A typo in assignment.toml or data not prepared is refused before any worker starts.
     require_data(course, load_assignment(course, assignment))
     if not allow_stale:
@@ -252,8 +242,8 @@ def grade(
             per_gpu=per_gpu,
             started=watcher.started,
             warm=warm,
-            prestart=prestart_kernel,
-            prestart_evaluator=prestart_evaluator,
+            prestart=prestart,
+            prestart_evaluator=prestart,
         )
     finally:
         warm.close()

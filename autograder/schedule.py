@@ -229,6 +229,17 @@ def check_backend(backend: str, workers: int) -> None:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
 
 
+def prestart_pays(workers: int, use_gpu: bool) -> bool:
+    """Whether starting the next kernel, and the evaluator, during a notebook hides time:
+    when a CPU core is left over (fewer workers than cores, as by default) or the notebooks
+    mostly wait on GPUs. With a worker per core, the spare's start competes with the
+    notebooks for the same cores (docs/benchmarks.md: 0.06 s lost per submission on 2 cores,
+    0.22 s won with one worker); the evaluator's, on the real exercise with 2 workers on 2
+    cores, won nothing measurable for 1.1 GB more memory, and 2.6 s per submission with one
+    worker (same file)."""
+    return use_gpu or workers < (os.cpu_count() or 1)
+
+
 def run_jobs(
     jobs: Sequence,
     *,
@@ -241,14 +252,14 @@ def run_jobs(
     started: Started = _nothing,
     warm: WarmStart | None = None,
     prestart: bool = False,
-    prestart_evaluator: bool = True,
+    prestart_evaluator: bool = False,
 ) -> None:
     """Run ``jobs`` on the named backend, calling ``record`` for each result as it arrives
     (and ``started`` with the student's name as each job begins); ``warm`` is what
     :func:`warm_up` started for it (the caller closes it). ``prestart``: the local backend's
     workers start their next kernel while a notebook runs (the other backends have no next
     kernel: their jobs run on changing threads). ``prestart_evaluator``: each job starts its
-    held-out evaluators while its notebook runs (the service's jobs too)."""
+    held-out evaluators while its notebook runs (the service's jobs too: see dispatch)."""
     check_backend(backend, workers)
     if prestart_evaluator:
         jobs = [dataclasses.replace(job, prestart_evaluator=True) for job in jobs]

@@ -142,8 +142,15 @@ def graded_class(tmp_path_factory):
         folder = course.submitted(student, "cnn")
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / "cnn.ipynb")
-    # By default every evaluator starts while its notebook runs, a worker per core or not.
-    report = grade(course, "cnn", settings=GradeSettings(sandbox=False), backend="local", workers=2)
+    # Every evaluator is started while its notebook runs (prestart), as where a core waits.
+    report = grade(
+        course,
+        "cnn",
+        settings=GradeSettings(sandbox=False),
+        backend="local",
+        workers=2,
+        prestart=True,
+    )
     return course, {r.student: r for r in report.graded}
 
 

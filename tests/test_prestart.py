@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tempfile
+import types
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -279,16 +280,11 @@ def test_prestart_by_default_only_where_a_core_or_a_gpu_waits(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    ("workers", "flag", "kernel", "evaluator"),
-    [
-        (1, None, True, True),  # a core waits: both
-        (2, None, False, True),  # a worker per core: the evaluator still (it pays, measured)
-        (2, True, True, True),
-        (1, False, False, False),
-    ],
+    ("workers", "flag", "expected"),
+    [(1, None, True), (2, None, False), (2, True, True), (1, False, False)],
 )
-def test_the_evaluator_starts_ahead_by_default_the_next_kernel_where_a_core_waits(
-    tmp_path, monkeypatch, workers, flag, kernel, evaluator
+def test_grade_prestarts_the_evaluator_and_the_next_kernel_by_the_same_rule(
+    tmp_path, monkeypatch, workers, flag, expected
 ):
     import importlib
 
@@ -304,22 +300,34 @@ def test_the_evaluator_starts_ahead_by_default_the_next_kernel_where_a_core_wait
     _submit(course, "alice")
     grade_module.grade(course, "tiny", settings=UNSAFE, workers=workers, prestart=flag)
     assert seen["jobs"] == 1
-    assert (seen["prestart"], seen["prestart_evaluator"]) == (kernel, evaluator)
+    assert (seen["prestart"], seen["prestart_evaluator"]) == (expected, expected)
 
 
-def test_the_service_s_jobs_start_their_evaluator_ahead(tmp_path, monkeypatch):
-    """The service grades one job at a time through run_jobs' defaults (dispatch): its
-    evaluator starts while the notebook runs; there is no next job to start a kernel for."""
+@pytest.mark.parametrize(
+    ("workers", "gpus", "expected"), [(1, (), True), (2, (), False), (2, (0,), True)]
+)
+def test_the_service_starts_each_evaluator_ahead_where_a_core_or_a_gpu_waits(
+    tmp_path, monkeypatch, workers, gpus, expected
+):
+    """The service grades one job per run (no next kernel); its evaluator starts while the
+    notebook runs by the rule ``grade`` follows."""
     from autograder import schedule
-    from autograder.grade import build_jobs
+    from autograder.dispatch import Dispatcher
+    from autograder.jobqueue import Queue
 
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     course = make_tiny_course(tmp_path / "course")
-    _submit(course, "alice")
-    jobs, *_ = build_jobs(course, "tiny", settings=UNSAFE)
-    ran: list[GradeJob] = []
-    monkeypatch.setitem(schedule.BACKENDS, "inline", lambda jobs, **kw: ran.extend(jobs))
-    schedule.run_jobs(jobs, record=lambda result: None, backend="inline")
-    assert [(job.prestart_evaluator, job.prestart) for job in ran] == [(True, False)]
+    dispatcher = Dispatcher(
+        course, Queue(course.gradebook_url), settings=UNSAFE, workers=workers, gpus=gpus
+    )
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(dispatcher, "prepare", lambda assignment: None)
+    monkeypatch.setattr(dispatcher, "_job", lambda sub, prepared: "job")
+    monkeypatch.setattr(dispatcher, "_grader_failed", lambda sub, message: None)
+    monkeypatch.setattr(schedule, "run_jobs", lambda jobs, **kwargs: seen.update(kwargs))
+    dispatcher.grade(types.SimpleNamespace(id="x", assignment="tiny"), dispatcher.slots[0])
+    assert seen["prestart_evaluator"] is expected
+    assert seen.get("prestart", False) is False
 
 
 @pytest.mark.sandbox

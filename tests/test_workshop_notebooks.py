@@ -428,35 +428,51 @@ def workshop_copy(root: Path) -> Course:
     return course
 
 
+#: The student who hands in the released notebook as it is.
+UNCHANGED = "unchanged"
+
+
 @pytest.fixture(scope="module")
-def workshop_course(tmp_path_factory) -> Course:
-    """A copy of the course's source/ and committed release/, with the digits prepared."""
-    return workshop_copy(tmp_path_factory.mktemp("workshop"))
+def graded_workshop(tmp_path_factory) -> dict[tuple[str, str], SubmissionResult]:
+    """In a copy of the course: each assignment's solution validated, then one class graded
+    per assignment (two workers) holding every set of alternative answers and the released
+    notebook handed in unchanged. The tests below share these results: (assignment,
+    student) -> result, the solution's under "solution"."""
+    course = workshop_copy(tmp_path_factory.mktemp("workshop"))
+    settings = GradeSettings(sandbox=False)
+    results = {}
+    for assignment in WORKSHOP:
+        report = validate(course, assignment, settings=settings)
+        assert report.ok, report.problems
+        assert report.manual == ()
+        results[(assignment, "solution")] = report.result
+        students = {
+            student: alternative_notebook(assignment, student)
+            for student in ALTERNATIVE_STUDENTS[assignment]
+        }
+        released = course.release(assignment) / f"{assignment}.ipynb"
+        students[UNCHANGED] = nbformat.read(released, as_version=4)
+        for student, nb in students.items():
+            folder = course.submitted(student, assignment)
+            folder.mkdir(parents=True)
+            nbformat.write(nb, folder / f"{assignment}.ipynb")
+        report = grade(course, assignment, settings=settings, backend="local", workers=2)
+        assert sorted(r.student for r in report.graded) == sorted(students)
+        results.update({(assignment, r.student): r for r in report.graded})
+    return results
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", WORKSHOP)
-def test_solution_gets_full_marks_and_the_unchanged_release_gets_none(workshop_course, assignment):
-    course = workshop_course
-    settings = GradeSettings(sandbox=False)
-    report = validate(course, assignment, settings=settings)
-    assert report.ok, report.problems
-    assert report.manual == ()
-    solution = report.result
+def test_solution_gets_full_marks_and_the_unchanged_release_gets_none(graded_workshop, assignment):
+    solution = graded_workshop[(assignment, "solution")]
     assert solution.status == "graded"
     assert solution.score == solution.max_score > 0
     assert [i.kind for i in solution.items if i.kind != "test"] == (
         ["accuracy", "csv"] if assignment == "mnist-kaggle" else []
     )
 
-    folder = course.submitted("unchanged", assignment)
-    folder.mkdir(parents=True)
-    shutil.copyfile(
-        course.release(assignment) / f"{assignment}.ipynb", folder / f"{assignment}.ipynb"
-    )
-    graded = grade(course, assignment, settings=settings, backend="local", workers=1).graded
-    assert [r.student for r in graded] == ["unchanged"]
-    unchanged = graded[0]
+    unchanged = graded_workshop[(assignment, UNCHANGED)]
     assert unchanged.status == "graded", unchanged.message
     assert unchanged.max_score == solution.max_score
     assert [i.id for i in unchanged.items] == [i.id for i in solution.items]
@@ -464,24 +480,6 @@ def test_solution_gets_full_marks_and_the_unchanged_release_gets_none(workshop_c
     assert scored == {}, f"the released notebook scores without any work: {scored}"
     for item in unchanged.items:
         assert not item.passed and item.message, item
-
-
-@pytest.fixture(scope="module")
-def graded_alternatives(tmp_path_factory) -> dict[tuple[str, str], SubmissionResult]:
-    """Every set of alternative answers handed in as a student of its assignment, and each
-    assignment's class graded once (two workers): the tests below share these results."""
-    course = workshop_copy(tmp_path_factory.mktemp("alternatives"))
-    results = {}
-    for assignment in WORKSHOP:
-        for student in ALTERNATIVE_STUDENTS[assignment]:
-            folder = course.submitted(student, assignment)
-            folder.mkdir(parents=True)
-            nb = alternative_notebook(assignment, student)
-            nbformat.write(nb, folder / f"{assignment}.ipynb")
-        settings = GradeSettings(sandbox=False)
-        report = grade(course, assignment, settings=settings, backend="local", workers=2)
-        results.update({(assignment, r.student): r for r in report.graded})
-    return results
 
 
 @pytest.mark.slow
@@ -493,8 +491,8 @@ def graded_alternatives(tmp_path_factory) -> dict[tuple[str, str], SubmissionRes
         for student in ALTERNATIVE_STUDENTS[assignment]
     ],
 )
-def test_each_set_of_alternative_answers_gets_full_marks(graded_alternatives, assignment, student):
-    result = graded_alternatives[(assignment, student)]
+def test_each_set_of_alternative_answers_gets_full_marks(graded_workshop, assignment, student):
+    result = graded_workshop[(assignment, student)]
     lost = {item.id: item.message for item in result.items if not item.passed}
     assert (result.status, lost) == ("graded", {}), result.message
     assert result.score == result.max_score > 0
