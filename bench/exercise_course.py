@@ -287,8 +287,9 @@ def bench(args: Any, env: Callable[[], dict]) -> None:
         f"{ratio('bare nbclient, two at a time', 'bare nbclient, serial')} | |"
     )
     if args.both_prestart:
-        # 1 worker: the default prestarts both; 2 workers: the evaluator only, not the
-        # next kernel (grade.prestart_pays).
+        # The defaults follow schedule.prestart_pays: on 2 cores, 1 worker prestarts both the
+        # next kernel and the evaluator, 2 workers neither (so the second row then measures
+        # the same command twice: the machine's own noise).
         for a, b in (
             ("ours, 1 worker, --no-prestart", "ours, 1 worker"),
             ("ours, 2 workers, --no-prestart", "ours, 2 workers"),
