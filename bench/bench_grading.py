@@ -103,38 +103,49 @@ def fresh_copy(template: Path, dest: Path) -> Path:
     return dest
 
 
-class PeakMemory:
-    """Largest sum of RSS over a process and its descendants, sampled in a thread."""
+class Sampler:
+    """Peak RSS (summed) and CPU seconds (each process's last reading, summed) of a process
+    and all its descendants, kernels and evaluators included, sampled every 50 ms. The CPU
+    seconds say what work a contender did whatever else runs on the machine; wall times do
+    not, on a shared one."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak = 0
+        self.cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.Error:
-            return
         while not self._stop.wait(0.05):
-            total = 0
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            for proc in procs:
-                with contextlib.suppress(psutil.Error):
-                    total += proc.memory_info().rss
-            self.peak = max(self.peak, total)
+            rss, cpu = tree_usage(self.pid)
+            self.cpu.update(cpu)
+            self.peak = max(self.peak, rss)
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, float]:
         self._stop.set()
         self._thread.join()
-        return self.peak
+        return self.peak, sum(self.cpu.values())
+
+
+def tree_usage(pid: int) -> tuple[int, dict[tuple[int, float], float]]:
+    """Summed RSS of a process and its descendants, and each one's CPU seconds so far, by
+    (pid, start time); (0, {}) once it is gone."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0, {}
+    rss, cpu = 0, {}
+    for proc in procs:
+        with contextlib.suppress(psutil.Error), proc.oneshot():
+            rss += proc.memory_info().rss
+            times = proc.cpu_times()
+            cpu[(proc.pid, proc.create_time())] = times.user + times.system
+    return rss, cpu
 
 
 def command_env() -> dict[str, str]:
@@ -144,18 +155,23 @@ def command_env() -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], cwd: Path) -> tuple[float, int]:
-    env = command_env()
+def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS and CPU seconds of one command and its descendants."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    watch = PeakMemory(proc.pid)
+    sampler = Sampler(proc.pid)
     out, _ = proc.communicate()
     wall = time.perf_counter() - start
-    peak = watch.stop()
+    peak, cpu = sampler.stop()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{out[-3000:]}")
+    return wall, peak, cpu
+
+
+def timed(argv: list[str], cwd: Path) -> tuple[float, int]:
+    wall, peak, _ = measure(argv, cwd, command_env())
     return wall, peak
 
 
@@ -294,7 +310,7 @@ def main() -> None:
         sys.path.insert(0, str(REPO / "bench"))
         import exercise_course
 
-        exercise_course.bench(args, command_env)
+        exercise_course.bench(args, command_env, measure)
         return
 
     alone, paired = machine_scaling(args.size, args.steps)

@@ -123,71 +123,14 @@ def contenders(both: bool) -> list[tuple[str, str, list[str]]]:
     return out
 
 
-class Sampler:
-    """Peak RSS (summed) and CPU seconds (each process's last reading, summed) of a process
-    and all its descendants, kernels and evaluators included, sampled every 50 ms. The CPU
-    seconds say what work a contender did whatever else runs on the machine; wall times do
-    not, on a shared one."""
-
-    def __init__(self, pid: int) -> None:
-        import threading
-
-        self.pid = pid
-        self.peak = 0
-        self.cpu: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        import contextlib
-
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.Error:
-            return
-        while not self._stop.wait(0.05):
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue
-            total = 0
-            for proc in procs:
-                with contextlib.suppress(psutil.Error), proc.oneshot():
-                    total += proc.memory_info().rss
-                    times = proc.cpu_times()
-                    self.cpu[(proc.pid, proc.create_time())] = times.user + times.system
-            self.peak = max(self.peak, total)
-
-    def stop(self) -> tuple[int, float]:
-        self._stop.set()
-        self._thread.join()
-        return self.peak, sum(self.cpu.values())
-
-
-def measure(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, int, float]:
-    """Wall seconds, peak RSS and CPU seconds of one command and its descendants."""
-    import subprocess
-    import time
-
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    sampler = Sampler(proc.pid)
-    out, _ = proc.communicate()
-    wall = time.perf_counter() - start
-    peak, cpu = sampler.stop()
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{out[-3000:]}")
-    return wall, peak, cpu
-
-
-def bench(args: Any, env: Callable[[], dict]) -> None:
+def bench(
+    args: Any,
+    env: Callable[[], dict],
+    measure: Callable[[list[str], Path, dict[str, str]], tuple[float, int, float]],
+) -> None:
     """Grade ``args.students`` copies of the solution with each contender, ``args.repeat``
-    rounds; print the medians, the peak memory and the ratios against their targets."""
+    rounds; print the medians, the peak memory and the ratios against their targets.
+    ``env``: the commands' environment; ``measure``: bench_grading's, for one command."""
     import os
     import platform
     import statistics

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import exercise_course
+from bench_grading import tree_usage
 
 from autograder import checks, execute, gradebook, pipeline
 from autograder.grade import GradeSettings, grade
@@ -83,54 +84,38 @@ def asyncio_function(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
-def rss_tree(pid: int) -> int:
-    """Resident memory of a process and its descendants, in bytes."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_info().rss
-    return total
-
-
 @contextlib.contextmanager
 def instrumented(clock: Clock) -> Iterator[None]:
     """Patch the functions the grading of one submission goes through with timers."""
     saved: list[tuple[Any, str, Any]] = []
 
-    def patch(owner: Any, name: str, label: str) -> None:
+    stages = pipeline.STAGES
+    pipeline.STAGES = tuple(timed(clock, f"stage {s.__name__}", s) for s in stages)
+    for owner, name, label in (
+        (execute, "_run_cells", "cells"),
+        (execute, "_collect", "collection snippets (in the kernel)"),
+        (execute, "shutdown_kernel", "kernel shutdown"),
+        (pipeline, "score_notebook", "test cells scored"),
+        (pipeline, "write_notebook", "executed notebook written"),
+        (pipeline, "_swap", "autograded/ swapped in"),
+        (checks, "read_history", "history read"),
+        (checks, "accuracy_check", "accuracy check"),
+        (checks, "csv_check", "CSV check"),
+        (checks, "check_csv", "CSV read and validated"),
+        (checks, "score_csv", "CSV scored"),
+        (checks, "start_evaluators", "evaluator started (launch)"),
+        (gradebook, "record", "recorded in the gradebook"),
+    ):
         original = getattr(owner, name)
         saved.append((owner, name, original))
         setattr(owner, name, timed(clock, label, original))
-
-    stages = pipeline.STAGES
-    pipeline.STAGES = tuple(timed(clock, f"stage {s.__name__}", s) for s in stages)
-    patch(execute, "_run_cells", "cells")
-    patch(execute, "_collect", "collection snippets (in the kernel)")
-    patch(execute, "shutdown_kernel", "kernel shutdown")
-    patch(pipeline, "score_notebook", "test cells scored")
-    patch(pipeline, "write_notebook", "executed notebook written")
-    patch(pipeline, "_swap", "autograded/ swapped in")
-    patch(checks, "read_history", "history read")
-    patch(checks, "accuracy_check", "accuracy check")
-    patch(checks, "csv_check", "CSV check")
-    patch(checks, "check_csv", "CSV read and validated")
-    patch(checks, "score_csv", "CSV scored")
-    patch(checks, "start_evaluators", "evaluator started (launch)")
-    patch(gradebook, "record", "recorded in the gradebook")
     original_eval = checks.evaluate_model
 
     def evaluate_model(**kwargs: Any) -> Any:
         waiting = kwargs.get("evaluator")
         if waiting is not None:
             clock.notes["waited_s"] = time.monotonic() - waiting.started
-            clock.notes["waiting_rss"] = rss_tree(waiting.process.pid)
+            clock.notes["waiting_rss"] = tree_usage(waiting.process.pid)[0]
         with clock.phase("evaluator (handover to predictions)"):
             outcome = original_eval(**kwargs)
         clock.notes["evaluator"] = dict(outcome.details)

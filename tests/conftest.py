@@ -102,6 +102,28 @@ def tiny_course(tmp_path: Path) -> Course:
     return make_tiny_course(tmp_path / "course")
 
 
+def tiny_job(course: Course, folder: Path, heldout: Path, settings: object, **fields: object):
+    """A job of alice's for ``course``'s tiny assignment, nothing run, its submission and
+    assignment files in ``folder`` and the held-out ``digits`` in ``heldout``: for tests of
+    the evaluator's start and sandbox, which need a job but no notebook."""
+    from autograder.config import load_assignment
+    from autograder.job import GradeJob
+
+    job_fields: dict = {
+        "student": "alice",
+        "config": load_assignment(course, "tiny"),
+        "submission": folder,
+        "autograded": folder / "autograded",
+        "source": {},
+        "assignment_files": folder,
+        "data_dir": None,
+        "heldout": {"digits": heldout},
+        "fingerprint": "",
+        "settings": settings,
+    }
+    return GradeJob(**{**job_fields, **fields})
+
+
 def make_tiny_course(root: Path) -> Course:
     """Create the 'tiny' course at ``root`` (for fixtures of a wider scope than a test)."""
     from autograder.release import release

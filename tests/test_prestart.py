@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from conftest import complete, host_processes, make_tiny_course, with_cell
+from conftest import complete, host_processes, make_tiny_course, tiny_job, with_cell
 
 from autograder import prestart
 from autograder.checks import evaluator_key
@@ -33,7 +33,7 @@ from autograder.datasets import prepare
 from autograder.errors import ConfigError
 from autograder.evaluate import start_evaluator
 from autograder.execute import kernel_env, plain_kernel_factory
-from autograder.grade import GradeJob, GradeSettings, grade
+from autograder.grade import GradeSettings, grade
 from autograder.release import fingerprint, release, source_index
 
 SANDBOX = GradeSettings(sandbox=True, timeout_cell=30, timeout_total=60)
@@ -449,24 +449,18 @@ def test_evaluators_nobody_took_are_stopped_at_the_end_of_the_job(tmp_path):
     assert all(e.process.poll() is not None and not e.workdir.exists() for e in waiting)
 
 
+def _three_heldout_images(folder: Path) -> Path:
+    """``folder`` holding a held-out set of three blank digits (their labels are not needed)."""
+    folder.mkdir(parents=True)
+    np.save(folder / "heldout-images.npy", np.zeros((3, 28, 28), np.uint8))
+    (folder / "meta.json").write_text(json.dumps({"classes": list(range(10))}))
+    return folder
+
+
 def test_the_evaluator_key_changes_with_the_sandbox_policy_and_the_images(tmp_path):
     course = make_tiny_course(tmp_path / "course")
-    heldout = course.heldout("digits")
-    heldout.mkdir(parents=True)
-    np.save(heldout / "heldout-images.npy", np.zeros((3, 28, 28), np.uint8))
-    (heldout / "meta.json").write_text(json.dumps({"classes": list(range(10))}))
-    job = GradeJob(
-        student="alice",
-        config=load_assignment(course, "tiny"),
-        submission=tmp_path,
-        autograded=tmp_path / "autograded",
-        source={},
-        assignment_files=tmp_path,
-        data_dir=None,
-        heldout={"digits": heldout},
-        fingerprint="",
-        settings=GradeSettings(memory_limit="1G"),
-    )
+    heldout = _three_heldout_images(course.heldout("digits"))
+    job = tiny_job(course, tmp_path, heldout, GradeSettings(memory_limit="1G"))
     check = AccuracyCheck(id="acc", points=1, threshold=0.5, dataset="digits")
     folder = tmp_path / "eval"
     folder.mkdir()
@@ -584,22 +578,8 @@ def test_a_killed_worker_takes_its_waiting_evaluator_along(tmp_path):
     course = make_tiny_course(root)
     toml = root / "source" / "tiny" / "assignment.toml"
     toml.write_text(toml.read_text() + ACCURACY_CHECK)
-    heldout = tmp_path / "heldout"
-    heldout.mkdir()
-    np.save(heldout / "heldout-images.npy", np.zeros((3, 28, 28), np.uint8))
-    (heldout / "meta.json").write_text(json.dumps({"classes": list(range(10))}))
-    job = GradeJob(
-        student="alice",
-        config=load_assignment(course, "tiny"),
-        submission=tmp_path,
-        autograded=tmp_path / "autograded",
-        source={},
-        assignment_files=tmp_path,
-        data_dir=None,
-        heldout={"digits": heldout},
-        fingerprint="",
-        settings=GradeSettings(sandbox=True),
-    )
+    heldout = _three_heldout_images(tmp_path / "heldout")
+    job = tiny_job(course, tmp_path, heldout, GradeSettings(sandbox=True))
     (tmp_path / "job.pickle").write_bytes(pickle.dumps(job))
     repo = Path(__file__).resolve().parents[1]
     worker = subprocess.Popen(

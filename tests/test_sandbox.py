@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import host_processes
+from conftest import host_processes, tiny_job
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
@@ -635,8 +635,7 @@ def test_a_symbolic_link_in_the_workdir_is_never_mounted(course: Path) -> None:
 def test_the_evaluator_sees_its_folder_and_package_and_nothing_else(
     tiny_course: Any, tmp_path: Path
 ) -> None:
-    from autograder.config import load_assignment
-    from autograder.grade import GradeJob, GradeSettings
+    from autograder.grade import GradeSettings
 
     workdir, scratch = tmp_path / "work", tmp_path / "scratch"
     workdir.mkdir()
@@ -647,18 +646,7 @@ def test_the_evaluator_sees_its_folder_and_package_and_nothing_else(
     images = tiny_course.heldout("digits") / "heldout-images.npy"
     images.parent.mkdir(parents=True)
     images.write_bytes(b"images")
-    job = GradeJob(
-        student="alice",
-        config=load_assignment(tiny_course, "tiny"),
-        submission=workdir,
-        autograded=tmp_path / "autograded",
-        source={},
-        assignment_files=tmp_path,
-        data_dir=None,
-        heldout={"digits": images.parent},
-        fingerprint="",
-        settings=GradeSettings(),
-    )
+    job = tiny_job(tiny_course, tmp_path, images.parent, GradeSettings(), submission=workdir)
     wrap = evaluator_wrapper(job=job, scratch=scratch)
     assert wrap is not None
     code = (
